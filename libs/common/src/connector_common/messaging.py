@@ -1,0 +1,147 @@
+"""NATS JetStream topology, declared once: streams, subjects, durable consumer names.
+
+=========  ==================  ===========================  =====================================
+stream     retention           subjects                     what
+=========  ==================  ===========================  =====================================
+WORK       work queue          ``{ns}.work.>``              refresh / health requests (ids only)
+EVENTS     limits, max age     ``{ns}.events.>``            account, token, health events per org
+DLQ        limits, max age     ``{ns}.dlq.>``               work that could not be processed
+=========  ==================  ===========================  =====================================
+
+Stream names are the namespace upper-cased plus the role (``EBAY-WORK``), so several
+installations or test runs can share one NATS cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from connector_common.settings import NatsSettings
+
+DAY = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names derived from the namespace."""
+
+    namespace: str
+
+    @property
+    def prefix(self) -> str:
+        return self.namespace.upper()
+
+    @property
+    def work_stream(self) -> str:
+        return f"{self.prefix}-WORK"
+
+    @property
+    def events_stream(self) -> str:
+        return f"{self.prefix}-EVENTS"
+
+    @property
+    def dlq_stream(self) -> str:
+        return f"{self.prefix}-DLQ"
+
+    @property
+    def refresh_subject(self) -> str:
+        return f"{self.namespace}.work.refresh"
+
+    @property
+    def health_subject(self) -> str:
+        return f"{self.namespace}.work.health"
+
+    def events_subject(self, org_id: str = "*", event_type: str = ">") -> str:
+        """Events of one org (or all: ``*``), of one type (or all: ``>``)."""
+        return f"{self.namespace}.events.{org_id}.{event_type}"
+
+    def dlq_subject(self, kind: str) -> str:
+        return f"{self.namespace}.dlq.{kind}"
+
+    @property
+    def refresher_durable(self) -> str:
+        return f"{self.prefix}-token-refresher"
+
+    @property
+    def health_durable(self) -> str:
+        return f"{self.prefix}-health-checker"
+
+    def stream_configs(self, replicas: int = 1) -> list[StreamConfig]:
+        """The three streams, as they should exist."""
+        return [
+            StreamConfig(
+                name=self.work_stream,
+                description="refresh and health-check requests; one durable consumer per worker",
+                subjects=[f"{self.namespace}.work.>"],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+                num_replicas=replicas,
+                duplicate_window=600.0,  # repeats of one request within 10 minutes collapse
+                max_age=2 * DAY,
+                discard=DiscardPolicy.OLD,
+            ),
+            StreamConfig(
+                name=self.events_stream,
+                description="account, token and health events, per org",
+                subjects=[f"{self.namespace}.events.>"],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                num_replicas=replicas,
+                duplicate_window=600.0,
+                max_age=7 * DAY,
+                discard=DiscardPolicy.OLD,
+            ),
+            StreamConfig(
+                name=self.dlq_stream,
+                description="work that failed its bounded deliveries or could not be parsed",
+                subjects=[f"{self.namespace}.dlq.>"],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                num_replicas=replicas,
+                duplicate_window=600.0,
+                max_age=30 * DAY,
+                discard=DiscardPolicy.OLD,
+            ),
+        ]
+
+
+async def connect(settings: NatsSettings, name: str) -> NatsClient:
+    """Connect to NATS with bounded reconnects that never give up."""
+    options: dict[str, object] = {
+        "servers": settings.servers,
+        "name": name,
+        "connect_timeout": settings.connect_timeout_seconds,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 1,
+        "allow_reconnect": True,
+    }
+    if settings.user:
+        options["user"] = settings.user
+    if settings.password:
+        options["password"] = settings.password.get_secret_value()
+    if settings.token:
+        options["token"] = settings.token.get_secret_value()
+    return await nats.connect(**options)  # type: ignore[arg-type]
+
+
+async def ensure_streams(js: JetStreamContext, topology: Topology, replicas: int = 1) -> None:
+    """Create the streams, or bring their configuration up to date; idempotent."""
+    for config in topology.stream_configs(replicas):
+        assert config.name is not None
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config)
+        else:
+            await js.update_stream(config)

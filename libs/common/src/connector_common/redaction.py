@@ -1,0 +1,150 @@
+"""Scrub secrets from anything that may be logged, traced or shown.
+
+Every service installs :func:`redact_event` (structlog) and :class:`RedactingFilter` (stdlib
+logging). They remove eBay OAuth tokens and authorization codes (``v^1.1#...``, raw or
+URL-encoded), ``Authorization`` and ``X-EBAY-API-IAF-TOKEN`` headers, ``<eBayAuthToken>`` XML,
+OAuth ``code``/``state`` query parameters, values under secret-looking keys, and any value
+registered at start-up with :func:`register_secret` (the client secret, encryption keys).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+REDACTED = "[REDACTED]"
+
+# Keys whose values are always secret, whatever they look like.
+SECRET_KEYS = frozenset(
+    {
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "token",
+        "iaf_token",
+        "x-ebay-api-iaf-token",
+        "authorization",
+        "proxy-authorization",
+        "client_secret",
+        "secret",
+        "password",
+        "cookie",
+        "set-cookie",
+        "token_keys",
+        "code",
+        "state",
+        "api_key",
+        "jwt",
+        "bearer",
+    }
+)
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # <eBayAuthToken>...</eBayAuthToken> in Trading XML.
+    (re.compile(r"(?is)(<eBayAuthToken>).*?(</eBayAuthToken>)"), rf"\1{REDACTED}\2"),
+    # Header lines or dict reprs: Authorization / IAF token / cookies.
+    (
+        re.compile(
+            r"(?i)((?:proxy-)?authorization|x-ebay-api-iaf-token|set-cookie|cookie)"
+            r"(['\"]?\s*[:=]\s*['\"]?)([^'\"\r\n,}]+)"
+        ),
+        rf"\1\2{REDACTED}",
+    ),
+    # Bearer / Basic credentials anywhere.
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=^#%:-]{6,}"), rf"\1 {REDACTED}"),
+    # JSON, form or query pairs with secret names.
+    (
+        re.compile(
+            r"(?i)([\"']?\b(?:access_token|refresh_token|id_token|client_secret|password|"
+            r"code|state|token)[\"']?\s*[:=]\s*[\"']?)([^\"'&\s,}<]+)"
+        ),
+        rf"\1{REDACTED}",
+    ),
+    # eBay user tokens and authorization codes: v^1.1#i^1#... (raw or URL-encoded).
+    (re.compile(r"v\^1\.1#[^\s\"'<>&,;)}\]]+"), REDACTED),
+    (re.compile(r"(?i)v%5E1\.1%23[^\s\"'<>&,;)}\]]+"), REDACTED),
+)
+
+_registered: set[str] = set()
+_registered_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value (client secret, key material) so it is scrubbed verbatim."""
+    if value and len(value) >= 6:
+        with _registered_lock:
+            _registered.add(value)
+
+
+def redact_text(text: str) -> str:
+    """Return ``text`` with every known secret shape replaced by ``[REDACTED]``."""
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    if _registered:
+        for secret in tuple(_registered):
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+    return text
+
+
+def is_secret_key(key: object) -> bool:
+    """True for mapping keys whose values must never be shown."""
+    return isinstance(key, str) and key.lower() in SECRET_KEYS
+
+
+def redact_value(value: Any, _depth: int = 0) -> Any:
+    """Redact strings and, recursively, mappings and sequences."""
+    if _depth > 8:
+        return value
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, bytes):
+        return redact_text(value.decode("utf-8", "replace"))
+    if isinstance(value, Mapping):
+        return {
+            k: (REDACTED if is_secret_key(k) else redact_value(v, _depth + 1))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact_value(v, _depth + 1) for v in value]
+    if isinstance(value, BaseException):
+        return redact_text(f"{type(value).__name__}: {value}")
+    return value
+
+
+def redact_event(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: scrub every key and value of the event."""
+    for key in list(event_dict.keys()):
+        if is_secret_key(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = redact_value(event_dict[key])
+    return event_dict
+
+
+class RedactingFilter(logging.Filter):
+    """stdlib logging filter: renders the message, scrubs it, and scrubs tracebacks."""
+
+    _formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, dict):
+            return True  # a structlog event, already scrubbed by redact_event
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string must not lose the record
+            message = str(record.msg)
+        record.msg = redact_text(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
+        return True

@@ -1,0 +1,98 @@
+"""OpenTelemetry set-up and trace context propagation through NATS headers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from connector_common.settings import OtelSettings
+
+
+@dataclass
+class Telemetry:
+    """The providers a process uses; shut them down on exit to flush what is buffered."""
+
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+
+    def tracer(self, name: str) -> trace.Tracer:
+        return self.tracer_provider.get_tracer(name)
+
+    def meter(self, name: str) -> metrics.Meter:
+        return self.meter_provider.get_meter(name)
+
+    def shutdown(self) -> None:
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+def setup_telemetry(
+    settings: OtelSettings,
+    service_name: str,
+    *,
+    span_processors: Sequence[SpanProcessor] = (),
+    metric_readers: Sequence[MetricReader] = (),
+    set_global: bool = True,
+) -> Telemetry:
+    """Build tracer and meter providers exporting as configured (OTLP/HTTP, console, or none)."""
+    resource = Resource.create(
+        {"service.name": service_name, "service.namespace": "ebay-connector"}
+    )
+    tracer_provider = TracerProvider(
+        resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio))
+    )
+    readers = list(metric_readers)
+    interval_ms = settings.metric_interval_seconds * 1000
+    if settings.exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        base = (settings.endpoint or "http://localhost:4318").rstrip("/")
+        tracer_provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{base}/v1/traces"))
+        )
+        readers.append(
+            PeriodicExportingMetricReader(
+                OTLPMetricExporter(endpoint=f"{base}/v1/metrics"),
+                export_interval_millis=interval_ms,
+            )
+        )
+    elif settings.exporter == "console":
+        tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        readers.append(
+            PeriodicExportingMetricReader(
+                ConsoleMetricExporter(), export_interval_millis=interval_ms
+            )
+        )
+    for processor in span_processors:
+        tracer_provider.add_span_processor(processor)
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    if set_global:
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(meter_provider)
+    return Telemetry(tracer_provider, meter_provider)
+
+
+def inject_trace_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
+    """Add the current trace context (``traceparent``) to message headers."""
+    carrier: dict[str, str] = dict(headers or {})
+    propagate.inject(carrier)
+    return carrier
+
+
+def extract_trace_context(headers: Mapping[str, str] | None) -> Context:
+    """The trace context a message carried, to continue its trace in the consumer."""
+    return propagate.extract(dict(headers or {}))

@@ -1,0 +1,148 @@
+"""`connector dev` / `connector infra` as a user runs them: real processes, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def processes_using(path: Path) -> list[str]:
+    """Command lines of live processes that mention ``path`` (postgres, nats-server)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        server = "postgres" in cmdline or "nats-server" in cmdline
+        if server and str(path) in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "connector_cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def read_until(process: subprocess.Popen[str], marker: str, timeout: float = 120) -> list[str]:
+    assert process.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError("process ended before printing " + marker + ":\n" + "".join(seen))
+        seen.append(line)
+        if marker in line:
+            return seen
+    raise AssertionError(f"{marker!r} not printed in time:\n" + "".join(seen))
+
+
+def stop_and_wait(process: subprocess.Popen[str], sig: int = signal.SIGINT) -> str:
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=90)
+    return output
+
+
+def test_infra_prints_urls_and_stops_cleanly(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    process = start(["infra", "--data-dir", str(data)], tmp_path)
+    try:
+        lines = read_until(process, "CONNECTOR_NATS__URL=")
+    except AssertionError:
+        process.kill()
+        raise
+    database_url = next(line for line in lines if line.startswith("CONNECTOR_DATABASE__URL="))
+    dsn = database_url.split("=", 1)[1].strip().replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(dsn) as conn:
+        revision = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert revision is not None
+    assert processes_using(data), "postgres and nats-server should be running"
+    stop_and_wait(process)
+    assert process.returncode == 0
+    assert processes_using(data) == []
+
+
+def test_dev_generates_a_key_once_and_leaves_no_orphans_on_ctrl_c(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    process = start(["dev", "--data-dir", str(data), "--api-port", "0"], tmp_path)
+    try:
+        lines = read_until(process, "everything is up")
+    except AssertionError:
+        process.kill()
+        raise
+    assert any("generated a development token encryption key" in line for line in lines)
+    key_file = data / "dev-token-keys"
+    assert key_file.stat().st_mode & 0o077 == 0
+    assert processes_using(data)
+    output = stop_and_wait(process)
+    assert "stopped" in output
+    assert process.returncode == 0
+    assert processes_using(data) == []
+    first_key = key_file.read_text()
+
+    again = start(["dev", "--data-dir", str(data), "--api-port", "0"], tmp_path)
+    try:
+        lines = read_until(again, "everything is up")
+    finally:
+        stop_and_wait(again, signal.SIGTERM)
+    assert not any("generated a development token" in line for line in lines)
+    assert key_file.read_text() == first_key
+    assert processes_using(data) == []
+
+
+def test_migrate_command_reports_the_revision(pg_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.fixtures.infra import unique_name
+
+    name = unique_name("connector_cli_")
+    url = pg_server.create_database(name)
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_")}
+        env["CONNECTOR_DATABASE__URL"] = url
+        result = subprocess.run(
+            [sys.executable, "-m", "connector_cli", "migrate"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "database at revision" in result.stdout
+    finally:
+        pg_server.drop_database(name)
+
+
+def test_migrate_with_bad_url_fails_clearly_without_the_password(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_")}
+    env["CONNECTOR_DATABASE__URL"] = "mysql://root:hunter2@db/x"
+    result = subprocess.run(
+        [sys.executable, "-m", "connector_cli", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "CONNECTOR_DATABASE__URL" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout

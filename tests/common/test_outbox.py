@@ -1,0 +1,132 @@
+"""Outbox: published if and only if committed; a NATS outage delays events, loses none."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from connector_common.db.engine import create_session_factory, unit_of_work
+from connector_common.db.models import OutboxMessage
+from connector_common.events import AccountRenamed, RefreshToken, parse_event
+from connector_common.messaging import Topology, ensure_streams
+from connector_common.outbox import OutboxRelay, enqueue_command, enqueue_event
+from tests.fixtures.factories import make_account, make_org
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.05)
+
+
+def renamed(org_id: uuid.UUID, account_id: uuid.UUID) -> AccountRenamed:
+    return AccountRenamed(
+        org_id=org_id,
+        account_id=account_id,
+        house_name="New",
+        old_house_name="Old",
+        new_house_name="New",
+        actor="alice",
+    )
+
+
+async def stream_messages(js: JetStreamContext, stream: str) -> int:
+    return (await js.stream_info(stream)).state.messages
+
+
+async def test_committed_event_is_published_with_its_id(
+    engine: AsyncEngine, js: JetStreamContext, topology: Topology
+) -> None:
+    sessions = create_session_factory(engine)
+    async with unit_of_work(sessions) as session:
+        org = await make_org(session)
+        account = await make_account(session, org)
+        event = renamed(org.id, account.id)
+        enqueue_event(session, event, topology.namespace)
+    relay = OutboxRelay(sessions, js)
+    assert await relay.publish_pending() == 1
+    msg = await js.get_last_msg(topology.events_stream, event.subject(topology.namespace))
+    assert msg.headers is not None
+    assert msg.data is not None
+    assert msg.headers["Nats-Msg-Id"] == str(event.event_id)
+    assert parse_event(msg.data) == event
+    assert json.loads(msg.data)["type"] == "account.renamed"
+    assert await relay.publish_pending() == 0  # marked published, not sent twice
+
+
+async def test_rolled_back_change_publishes_nothing(
+    engine: AsyncEngine, js: JetStreamContext, topology: Topology
+) -> None:
+    sessions = create_session_factory(engine)
+    with pytest.raises(RuntimeError):
+        async with unit_of_work(sessions) as session:
+            org = await make_org(session)
+            account = await make_account(session, org)
+            enqueue_event(session, renamed(org.id, account.id), topology.namespace)
+            raise RuntimeError("the write fails after the event was enqueued")
+    assert await OutboxRelay(sessions, js).publish_pending() == 0
+    assert await stream_messages(js, topology.events_stream) == 0
+
+
+async def test_nats_outage_delays_but_loses_nothing(
+    engine: AsyncEngine, nats_client: NatsClient, topology: Topology
+) -> None:
+    sessions = create_session_factory(engine)
+    js = nats_client.jetstream()
+    async with unit_of_work(sessions) as session:
+        org = await make_org(session)
+        account = await make_account(session, org)
+        for _ in range(3):
+            enqueue_event(session, renamed(org.id, account.id), topology.namespace)
+    # No stream exists yet: JetStream answers no one, as in an outage.
+    relay = OutboxRelay(sessions, js, publish_timeout=0.5)
+    assert await relay.publish_pending() == 0
+    async with unit_of_work(sessions) as session:
+        attempts = await session.scalar(select(func.min(OutboxMessage.attempts)))
+        pending = await session.scalar(
+            select(func.count()).where(OutboxMessage.published_at.is_(None))
+        )
+    assert attempts == 1
+    assert pending == 3
+    await ensure_streams(js, topology)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(OutboxRelay(sessions, js).run(stop))
+    try:
+
+        async def all_published() -> bool:
+            return await stream_messages(js, topology.events_stream) == 3
+
+        await wait_for(all_published, timeout=15)
+    finally:
+        stop.set()
+        await runner
+    for config in topology.stream_configs():
+        assert config.name
+        await js.delete_stream(config.name)
+
+
+async def test_commands_collapse_on_their_dedup_id(
+    engine: AsyncEngine, js: JetStreamContext, topology: Topology
+) -> None:
+    sessions = create_session_factory(engine)
+    async with unit_of_work(sessions) as session:
+        org = await make_org(session)
+        account = await make_account(session, org)
+        for _ in range(3):
+            enqueue_command(
+                session,
+                RefreshToken(account_id=account.id, org_id=org.id, token_version=4),
+                topology.namespace,
+            )
+    assert await OutboxRelay(sessions, js).publish_pending() == 3
+    assert await stream_messages(js, topology.work_stream) == 1

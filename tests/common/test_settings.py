@@ -1,0 +1,132 @@
+"""Settings: env vars, *_FILE secrets, and refusing placeholders outside development."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import pytest
+
+from connector_common.settings import (
+    CommonSettings,
+    SettingsError,
+    load_settings,
+    parse_key_ring,
+)
+
+SECRET = "sUp3r-s3cret-client-value-123"
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.startswith("CONNECTOR_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def key_entry(kid: str = "k1") -> str:
+    return f"{kid}:{base64.b64encode(os.urandom(32)).decode()}"
+
+
+def test_development_accepts_placeholders(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("CONNECTOR_ENV", "development")
+    settings = load_settings(CommonSettings)
+    assert settings.is_development
+
+
+def test_production_without_key_refuses_to_start(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("CONNECTOR_ENV", "production")
+    with pytest.raises(SettingsError, match="CONNECTOR_TOKEN_KEYS is missing"):
+        load_settings(CommonSettings)
+
+
+def test_production_with_placeholder_client_secret_refuses(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("CONNECTOR_ENV", "production")
+    clean_env.setenv("CONNECTOR_TOKEN_KEYS", key_entry())
+    clean_env.setenv("CONNECTOR_EBAY__ENVIRONMENT", "production")
+    clean_env.setenv("CONNECTOR_EBAY__CLIENT_SECRET", "changeme")
+    with pytest.raises(SettingsError, match="CONNECTOR_EBAY__CLIENT_SECRET"):
+        load_settings(CommonSettings)
+
+
+def test_production_with_real_secrets_starts(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("CONNECTOR_ENV", "production")
+    clean_env.setenv("CONNECTOR_TOKEN_KEYS", key_entry())
+    clean_env.setenv("CONNECTOR_EBAY__ENVIRONMENT", "production")
+    clean_env.setenv("CONNECTOR_EBAY__CLIENT_SECRET", SECRET)
+    settings = load_settings(CommonSettings)
+    assert settings.ebay.client_secret.get_secret_value() == SECRET
+    assert SECRET not in repr(settings)
+
+
+def test_secret_read_from_file_variable(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secret_file = tmp_path / "client-secret"
+    secret_file.write_text(SECRET + "\n")
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(key_entry("mounted"))
+    clean_env.setenv("CONNECTOR_ENV", "production")
+    clean_env.setenv("CONNECTOR_EBAY__ENVIRONMENT", "sandbox")
+    clean_env.setenv("CONNECTOR_EBAY__CLIENT_SECRET_FILE", str(secret_file))
+    clean_env.setenv("CONNECTOR_TOKEN_KEYS_FILE", str(keys_file))
+    settings = load_settings(CommonSettings)
+    assert settings.ebay.client_secret.get_secret_value() == SECRET
+    assert list(settings.key_ring()) == ["mounted"]
+
+
+def test_unreadable_secret_file_names_the_variable(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    clean_env.setenv("CONNECTOR_ENV", "development")
+    clean_env.setenv("CONNECTOR_EBAY__CLIENT_SECRET_FILE", str(tmp_path / "missing"))
+    with pytest.raises(SettingsError, match="CONNECTOR_EBAY__CLIENT_SECRET_FILE"):
+        load_settings(CommonSettings)
+
+
+def test_invalid_value_error_names_variable_and_hides_values(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("CONNECTOR_ENV", "development")
+    clean_env.setenv("CONNECTOR_EBAY__CLIENT_SECRET", SECRET)
+    clean_env.setenv("CONNECTOR_DATABASE__URL", "mysql://user:hunter2@db/x")
+    with pytest.raises(SettingsError) as info:
+        load_settings(CommonSettings)
+    message = str(info.value)
+    assert "CONNECTOR_DATABASE__URL" in message
+    assert "hunter2" not in message
+    assert SECRET not in message
+
+
+def test_bad_environment_name_is_rejected(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("CONNECTOR_ENV", "prod-ish")
+    with pytest.raises(SettingsError, match="CONNECTOR_ENV"):
+        load_settings(CommonSettings)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("nokey", "not 'id:base64key'"),
+        ("k1:!!!", "not valid base64"),
+        (f"k1:{base64.b64encode(b'short').decode()}", "32 bytes"),
+        ("", "holds no keys"),
+    ],
+)
+def test_key_ring_errors_are_clear_and_hide_key_bytes(raw: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message) as info:
+        parse_key_ring(raw)
+    assert "!!!" not in str(info.value)
+
+
+def test_duplicate_key_id_rejected() -> None:
+    entry = key_entry("same")
+    with pytest.raises(SettingsError, match="twice"):
+        parse_key_ring(f"{entry},{entry}")
+
+
+def test_nested_nats_variables(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("CONNECTOR_ENV", "development")
+    clean_env.setenv("CONNECTOR_NATS__URL", "nats://a:4222,nats://b:4222")
+    settings = load_settings(CommonSettings)
+    assert settings.nats.servers == ["nats://a:4222", "nats://b:4222"]
