@@ -30,6 +30,7 @@ from nats.js.errors import NotFoundError
 from connector_common.settings import NatsSettings
 
 DAY = 24 * 3600.0
+WORK_DUPLICATE_WINDOW = 60.0
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,11 @@ class Topology:
                 retention=RetentionPolicy.WORK_QUEUE,
                 storage=StorageType.FILE,
                 num_replicas=replicas,
-                duplicate_window=600.0,  # repeats of one request within 10 minutes collapse
+                # Repeats of one request within a minute collapse. Kept short on purpose: the
+                # scheduler re-publishes work that was not done (same Nats-Msg-Id) after its
+                # requeue interval, and health checks of one account come at least this far
+                # apart (connector_common.worker.settings validates both).
+                duplicate_window=WORK_DUPLICATE_WINDOW,
                 max_age=2 * DAY,
                 discard=DiscardPolicy.OLD,
             ),

@@ -1,0 +1,176 @@
+"""The life of a pipeline process: start-up, probes, outbox relay, SIGTERM, orderly shutdown.
+
+A service supplies a :class:`Component` (its consumer or its tick loop); :func:`run_worker` opens
+what every pipeline process shares (database engine, NATS connection, streams, telemetry, the
+outbox relay, the probe server), starts the component, waits for SIGTERM/SIGINT and then stops in
+the order that loses nothing: readiness goes red, the component stops taking work and finishes
+or hands back what it holds, the relay publishes the last committed events, NATS drains, the
+database pool closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from connector_common.db.engine import SessionFactory, create_engine, create_session_factory
+from connector_common.logs import configure_logging, get_logger
+from connector_common.messaging import Topology, connect, ensure_streams
+from connector_common.outbox import OutboxRelay
+from connector_common.redaction import register_secret
+from connector_common.telemetry import Telemetry, setup_telemetry
+from connector_common.worker.deadletter import DeadLetters
+from connector_common.worker.probes import ProbeServer, Progress
+from connector_common.worker.settings import WorkerSettings, default_instance_id
+
+log = get_logger(__name__)
+
+
+@dataclass
+class WorkerContext:
+    """What a pipeline component gets from the runtime."""
+
+    settings: WorkerSettings
+    service: str
+    instance_id: str
+    topology: Topology
+    engine: AsyncEngine
+    sessions: SessionFactory
+    nc: NatsClient
+    js: JetStreamContext
+    telemetry: Telemetry
+    relay: OutboxRelay
+    progress: Progress
+    dead_letters: DeadLetters
+    stop: asyncio.Event
+
+
+class Component(Protocol):
+    """A service's loop: started once, stopped gracefully once."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def register_secrets(settings: WorkerSettings) -> None:
+    """Teach the log redaction the secrets this process knows."""
+    register_secret(settings.ebay.client_secret.get_secret_value())
+    if settings.token_keys is not None:
+        for part in settings.token_keys.get_secret_value().split(","):
+            register_secret(part.partition(":")[2].strip())
+    for secret in (settings.nats.password, settings.nats.token):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
+
+
+async def run_worker(
+    settings: WorkerSettings,
+    service: str,
+    build: Callable[[WorkerContext], Component],
+    *,
+    stall_after: float,
+    handler_timeout: float,
+    stop: asyncio.Event | None = None,
+    install_signal_handlers: bool = True,
+) -> int:
+    """Run one pipeline process until SIGTERM (or ``stop``); returns the exit code."""
+    configure_logging(settings.log_level, settings.log_format, service)
+    register_secrets(settings)
+    stop = stop or asyncio.Event()
+    if install_signal_handlers:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+    telemetry = setup_telemetry(settings.otel, service)
+    engine = create_engine(settings.database, application_name=service)
+    nc = await connect(settings.nats, service)
+    try:
+        return await _serve(
+            settings, service, build, engine, nc, telemetry, stop, stall_after, handler_timeout
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.drain()
+        await engine.dispose()
+        telemetry.shutdown()
+        log.info("stopped", service=service)
+
+
+async def _serve(
+    settings: WorkerSettings,
+    service: str,
+    build: Callable[[WorkerContext], Component],
+    engine: AsyncEngine,
+    nc: NatsClient,
+    telemetry: Telemetry,
+    stop: asyncio.Event,
+    stall_after: float,
+    handler_timeout: float,
+) -> int:
+    topology = Topology(settings.nats.namespace)
+    js = nc.jetstream()
+    await ensure_streams(js, topology, settings.nats.stream_replicas)
+    sessions = create_session_factory(engine)
+    relay = OutboxRelay(sessions, js)
+    progress = Progress(stall_after=stall_after, handler_timeout=handler_timeout)
+    context = WorkerContext(
+        settings=settings,
+        service=service,
+        instance_id=settings.instance_id or default_instance_id(service),
+        topology=topology,
+        engine=engine,
+        sessions=sessions,
+        nc=nc,
+        js=js,
+        telemetry=telemetry,
+        relay=relay,
+        progress=progress,
+        dead_letters=DeadLetters(js, topology),
+        stop=stop,
+    )
+
+    async def database_ready() -> None:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def nats_ready() -> None:
+        if not nc.is_connected:
+            raise ConnectionError("NATS is not connected")
+        await nc.flush(timeout=2)
+
+    probes = ProbeServer(
+        progress,
+        {"database": database_ready, "nats": nats_ready},
+        host=settings.probe_host,
+        port=settings.probe_port,
+    )
+    await probes.start()
+    relay_stop = asyncio.Event()
+    relay_task = asyncio.create_task(relay.run(relay_stop), name="outbox-relay")
+    component = build(context)
+    try:
+        await component.start()
+        log.info("started", service=service, instance_id=context.instance_id)
+        await stop.wait()
+        log.info("stopping: finishing the work in hand", service=service)
+        probes.stopping = True
+        await component.stop()
+        return 0
+    finally:
+        relay_stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(relay_task, 10)
+        with contextlib.suppress(Exception):
+            # Events committed by the last handlers go out before the connection drains.
+            await asyncio.wait_for(relay.publish_pending(), 10)
+        await probes.stop()

@@ -1,0 +1,113 @@
+"""``connector scheduler``: tick, and while leading, publish the work that is due."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+from connector_common.logs import get_logger
+from connector_common.redaction import redact_text
+from connector_common.settings import load_settings
+from connector_common.worker.runtime import WorkerContext, run_worker
+from connector_scheduler.service import Scheduler, SchedulerInstruments
+from connector_scheduler.settings import SchedulerSettings
+
+SERVICE = "scheduler"
+log = get_logger(__name__)
+
+
+class SchedulerLoop:
+    """Runs :meth:`Scheduler.tick` every tick interval until stopped."""
+
+    def __init__(self, context: WorkerContext) -> None:
+        settings = context.settings
+        self._context = context
+        self._interval = settings.pipeline.scheduler_tick_seconds
+        self._scheduler = Scheduler(
+            sessions=context.sessions,
+            js=context.js,
+            namespace=context.topology.namespace,
+            holder=context.instance_id,
+            settings=settings.pipeline,
+            tracer=context.telemetry.tracer(SERVICE),
+            instruments=SchedulerInstruments.create(context.telemetry.meter(SERVICE)),
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._halt = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="scheduler-ticks")
+
+    async def stop(self) -> None:
+        self._halt.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._task, self._interval + 30)
+        with contextlib.suppress(Exception):
+            await self._scheduler.resign()
+
+    async def _run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                report = await self._scheduler.tick()
+            except Exception as exc:  # the database or NATS may come back next tick
+                log.error(
+                    "scheduler tick failed", error=redact_text(f"{type(exc).__name__}: {exc}")[:300]
+                )
+            else:
+                line = log.info if report.leader else log.debug
+                line(
+                    "scheduler tick",
+                    leader=report.leader,
+                    epoch=report.epoch,
+                    due_refresh=report.due_refresh,
+                    due_health=report.due_health,
+                    published=report.published,
+                    published_refresh=report.by_kind.get("refresh", 0),
+                    published_health=report.by_kind.get("health", 0),
+                    duplicates=report.duplicates,
+                    skipped=report.skipped,
+                    failed=report.failed,
+                    refresh_lag_s=round(report.refresh_lag_seconds, 1),
+                    health_lag_s=round(report.health_lag_seconds, 1),
+                    duration_ms=report.duration_ms,
+                )
+            self._context.progress.cycle()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._halt.wait(), self._interval)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="connector scheduler",
+        description="Publish refresh and health-check work for the accounts that are due. "
+        "Configured by CONNECTOR_* environment variables (docs/pipeline.md).",
+    )
+    parser.add_argument("--probe-port", type=int, help="probe port (CONNECTOR_PROBE_PORT)")
+    parser.add_argument(
+        "--tick-seconds", type=float, help="CONNECTOR_PIPELINE__SCHEDULER_TICK_SECONDS"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``connector scheduler``."""
+    args = _parser().parse_args(argv)
+    overrides: dict[str, object] = {}
+    if args.probe_port is not None:
+        overrides["probe_port"] = args.probe_port
+    if args.tick_seconds is not None:
+        overrides["pipeline"] = {"scheduler_tick_seconds": args.tick_seconds}
+    settings = load_settings(SchedulerSettings, **overrides)
+    tick = settings.pipeline.scheduler_tick_seconds
+    return asyncio.run(
+        run_worker(
+            settings,
+            SERVICE,
+            SchedulerLoop,
+            stall_after=3 * tick + 30,
+            handler_timeout=tick + 60,
+        )
+    )

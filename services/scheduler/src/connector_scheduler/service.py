@@ -1,0 +1,216 @@
+"""One scheduler tick: if this replica leads, publish one work message per due account.
+
+Duplicates are stopped three times over: the leader lease (one replica works at a time), row locks
+with ``SKIP LOCKED`` plus the ``*_requested_at`` guard (a second leader, or the next tick, does
+not take rows already requested), and the ``Nats-Msg-Id`` of every command (JetStream drops a
+repeat inside its de-duplication window). Work is published straight to JetStream while the
+rows are locked and marked requested only when JetStream confirmed it, so a failed publish is
+simply due again next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from nats.js import JetStreamContext
+from opentelemetry import metrics, trace
+
+from connector_common.db.engine import SessionFactory, unit_of_work
+from connector_common.events import CheckHealth, Command, RefreshToken, utcnow
+from connector_common.logs import get_logger
+from connector_common.redaction import redact_text
+from connector_common.telemetry import inject_trace_headers
+from connector_common.worker.settings import PipelineSettings
+from connector_scheduler import repository
+
+log = get_logger(__name__)
+
+MAX_IN_FLIGHT = 256  # concurrent publishes awaiting their JetStream ack
+
+
+@dataclass
+class TickReport:
+    """What one tick did; logged as one line."""
+
+    leader: bool = False
+    epoch: int | None = None
+    due_refresh: int = 0
+    due_health: int = 0
+    published: int = 0
+    duplicates: int = 0
+    skipped: int = 0  # due, but a worker has it already or it is backing off
+    failed: int = 0
+    refresh_lag_seconds: float = 0.0
+    health_lag_seconds: float = 0.0
+    duration_ms: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class SchedulerInstruments:
+    published: metrics.Counter
+    lag: metrics._Gauge
+    due: metrics._Gauge
+
+    @classmethod
+    def create(cls, meter: metrics.Meter) -> SchedulerInstruments:
+        return cls(
+            published=meter.create_counter(
+                "connector.scheduler.published",
+                unit="{message}",
+                description="work messages published, by kind and de-duplication",
+            ),
+            lag=meter.create_gauge(
+                "connector.work.lag",
+                unit="s",
+                description="age of the oldest due account whose work is not done, by kind",
+            ),
+            due=meter.create_gauge(
+                "connector.work.due", unit="{account}", description="accounts due now, by kind"
+            ),
+        )
+
+
+@dataclass
+class Scheduler:
+    """Finds due accounts and publishes their work; call :meth:`tick` on an interval."""
+
+    sessions: SessionFactory
+    js: JetStreamContext
+    namespace: str
+    holder: str
+    settings: PipelineSettings
+    tracer: trace.Tracer
+    instruments: SchedulerInstruments
+    publish_timeout: float = 5.0
+
+    async def tick(self) -> TickReport:
+        """Publish the work that is due now (only while this replica holds the lease)."""
+        started = time.monotonic()
+        report = TickReport()
+        with self.tracer.start_as_current_span("scheduler tick") as span:
+            async with unit_of_work(self.sessions) as session:
+                report.epoch = await repository.claim_leadership(
+                    session, self.holder, timedelta(seconds=self.settings.scheduler_lease)
+                )
+            report.leader = report.epoch is not None
+            span.set_attribute("connector.scheduler.leader", report.leader)
+            if report.leader:
+                await self._measure(report)
+                await self._publish_due(report)
+                # Due rows this tick did not publish: a worker has them, or they back off.
+                report.skipped = max(0, report.due_refresh + report.due_health - report.published)
+                span.set_attribute("connector.scheduler.published", report.published)
+        report.duration_ms = int((time.monotonic() - started) * 1000)
+        return report
+
+    async def resign(self) -> None:
+        """Give up leadership (on shutdown)."""
+        async with unit_of_work(self.sessions) as session:
+            await repository.release_leadership(session, self.holder)
+
+    async def _publish_due(self, report: TickReport) -> None:
+        settings = self.settings
+        lead = timedelta(seconds=settings.refresh_lead_seconds)
+        requeue = timedelta(seconds=settings.requeue_seconds)
+        budget = settings.scheduler_max_per_tick
+        while budget > 0:  # refresh first: an expired token is worse than a late check
+            async with unit_of_work(self.sessions) as session:
+                rows = await repository.claim_due_refresh(
+                    session, lead, requeue, min(settings.scheduler_batch_size, budget)
+                )
+                commands: list[Command] = [
+                    RefreshToken(
+                        account_id=r.account_id, org_id=r.org_id, token_version=r.token_version
+                    )
+                    for r in rows
+                ]
+                done = await self._publish(commands, report, "refresh")
+                await repository.mark_refresh_requested(session, done)
+            budget -= len(rows)
+            if len(rows) < settings.scheduler_batch_size:
+                break
+        slot = int(utcnow().timestamp() // settings.health_interval_seconds)
+        while budget > 0:
+            async with unit_of_work(self.sessions) as session:
+                due = await repository.claim_due_health(
+                    session, requeue, min(settings.scheduler_batch_size, budget)
+                )
+                commands = [
+                    CheckHealth(account_id=r.account_id, org_id=r.org_id, slot=slot) for r in due
+                ]
+                done = await self._publish(commands, report, "health")
+                await repository.mark_health_requested(session, done)
+            budget -= len(due)
+            if len(due) < settings.scheduler_batch_size:
+                break
+
+    async def _publish(
+        self, commands: Sequence[Command], report: TickReport, kind: str
+    ) -> list[uuid.UUID]:
+        """Publish concurrently; returns the account ids JetStream confirmed."""
+        if not commands:
+            return []
+        headers = inject_trace_headers()
+        gate = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+        async def one(command: Command) -> bool:
+            assert isinstance(command, RefreshToken | CheckHealth)
+            async with gate:
+                ack = await self.js.publish(
+                    command.subject(self.namespace),
+                    command.to_json(),
+                    timeout=self.publish_timeout,
+                    headers={**headers, "Nats-Msg-Id": command.dedup_id()},
+                )
+            return bool(ack.duplicate)
+
+        results = await asyncio.gather(*(one(c) for c in commands), return_exceptions=True)
+        confirmed: list[uuid.UUID] = []
+        failures = [r for r in results if isinstance(r, BaseException)]
+        for command, result in zip(commands, results, strict=True):
+            if isinstance(result, BaseException):
+                report.failed += 1
+                continue
+            confirmed.append(command.account_id)
+            report.published += 1
+            report.duplicates += int(result)
+            self.instruments.published.add(1, {"kind": kind, "duplicate": result})
+        report.by_kind[kind] = report.by_kind.get(kind, 0) + len(confirmed)
+        if failures:
+            log.warning(
+                "some work was not published; it stays due",
+                kind=kind,
+                failed=len(failures),
+                error=redact_text(f"{type(failures[0]).__name__}: {failures[0]}")[:200],
+            )
+        return confirmed
+
+    async def _measure(self, report: TickReport) -> None:
+        lead = timedelta(seconds=self.settings.refresh_lead_seconds)
+        requeue = timedelta(seconds=self.settings.requeue_seconds)
+        async with unit_of_work(self.sessions) as session:
+            refresh = await repository.refresh_backlog(session, lead, requeue)
+            health = await repository.health_backlog(session, requeue)
+        now = utcnow()
+        report.due_refresh = refresh.due
+        report.due_health = health.due
+        report.refresh_lag_seconds = _lag(refresh.oldest_due_at, now)
+        report.health_lag_seconds = _lag(health.oldest_due_at, now)
+        for kind, backlog, lag in (
+            ("refresh", refresh, report.refresh_lag_seconds),
+            ("health", health, report.health_lag_seconds),
+        ):
+            self.instruments.lag.set(lag, {"kind": kind})
+            self.instruments.due.set(backlog.due, {"kind": kind})
+
+
+def _lag(oldest_due_at: datetime | None, now: datetime) -> float:
+    if oldest_due_at is None:
+        return 0.0
+    return max(0.0, (now - oldest_due_at).total_seconds())
