@@ -29,6 +29,7 @@ from tests.fixtures.infra import (
     postgres_server,
     unique_name,
 )
+from tests.fixtures.sandbox import ebay_client, ebay_settings, sandbox  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="session")

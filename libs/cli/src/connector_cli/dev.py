@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -208,20 +209,47 @@ def _plan_services(env: dict[str, str], api_port: int) -> list[ServiceProcess]:
     """The sandbox first (the services call it), then every service this build contains."""
     cli = [sys.executable, "-m", "connector_cli"]
     planned: list[ServiceProcess] = []
+    # The API port comes first: the sandbox's dev app redirects consent to the API's callback.
+    api_port = api_port if _port_free(api_port) else free_port()
+    api_url = f"http://127.0.0.1:{api_port}"
     if _available("ebay_sandbox.main"):
         port = free_port()
+        client_secret = dev_secret(
+            Path(env["CONNECTOR_DATA_DIR"]),
+            "dev-ebay-client-secret",
+            lambda: secrets.token_urlsafe(32),
+            "eBay sandbox client secret",
+        )
         env["CONNECTOR_EBAY__LOCAL_BASE_URL"] = f"http://127.0.0.1:{port}"
+        env["CONNECTOR_EBAY__CLIENT_ID"] = "connector-dev-app"
+        env["CONNECTOR_EBAY__CLIENT_SECRET"] = client_secret
+        env["CONNECTOR_EBAY__RU_NAME"] = "connector-dev-runame"
+        sandbox_env = dict(env)
+        sandbox_env["EBAY_SANDBOX_CLIENT_SECRET"] = client_secret  # kept out of `ps` output
         planned.append(
             ServiceProcess(
                 "ebay-sandbox",
-                [*cli, "sandbox", "--port", str(port), "--token-lifetime", "120"],
-                dict(env),
+                [
+                    *cli,
+                    "sandbox",
+                    "--port",
+                    str(port),
+                    "--token-lifetime",
+                    "120",
+                    "--client-id",
+                    "connector-dev-app",
+                    "--ru-name",
+                    "connector-dev-runame",
+                    "--accept-url",
+                    f"{api_url}/ebay/oauth/callback",
+                ],
+                sandbox_env,
                 url=f"http://127.0.0.1:{port}",
             )
         )
     if _available("connector_api.main"):
-        port = api_port if _port_free(api_port) else free_port()
-        env["CONNECTOR_API__PUBLIC_URL"] = f"http://127.0.0.1:{port}"
+        port = api_port
+        env["CONNECTOR_API__PUBLIC_URL"] = api_url
         planned.append(
             ServiceProcess(
                 "api", [*cli, "api", "--port", str(port)], dict(env), f"http://127.0.0.1:{port}"

@@ -49,7 +49,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `connector` console script."""
-    args = _parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in SERVICE_COMMANDS:
+        # Services parse their own flags; argparse's REMAINDER rejects a leading "--port N".
+        args = argparse.Namespace(command=arguments[0], args=arguments[1:])
+    else:
+        args = _parser().parse_args(arguments)
     try:
         return _dispatch(args)
     except SettingsError as exc:

@@ -1,0 +1,229 @@
+"""One logical eBay call: circuit breaker, bounded retries, one traced HTTP request per attempt.
+
+Retries (tenacity): exponential backoff with jitter for transient failures; a ``Retry-After``
+is waited out exactly (never earlier); attempts and total time are bounded, and when eBay asks
+for a wait that does not fit in the remaining budget the :class:`RateLimited` error is raised at
+once so the caller can postpone the work by that much instead of sleeping on it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+from tenacity.stop import stop_base
+
+from connector_common.ebay.breaker import CircuitBreaker
+from connector_common.ebay.errors import (
+    CircuitOpen,
+    EbayError,
+    RateLimited,
+    TransientError,
+)
+from connector_common.ebay.instrumentation import CallSpec, EbayInstruments
+from connector_common.ebay.models import CallMeta
+from connector_common.ebay.wire import ebay_headers, remaining_from_headers
+from connector_common.logs import get_logger
+from connector_common.settings import EbaySettings
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+Parser = Callable[[httpx.Response, CallMeta], T]
+
+# Transport failures that happen before a request leaves: safe to retry even a single-use code.
+NOT_SENT = frozenset({"connect_error", "connect_timeout", "pool_timeout"})
+
+
+def retry_transient(error: BaseException) -> bool:
+    """Retry policy of idempotent calls: transient failures and rate limits with a known wait."""
+    if isinstance(error, TransientError):
+        return True
+    if isinstance(error, RateLimited):
+        # Trading 518 is a daily quota: seconds of backoff cannot help, so it is not retried.
+        return error.retry_after is not None or error.http_status == 429
+    return False
+
+
+def retry_unsent(error: BaseException) -> bool:
+    """Retry policy of calls that must not run twice (authorization code exchange)."""
+    return isinstance(error, TransientError) and error.error_code in NOT_SENT
+
+
+def _transport_error(exc: httpx.TransportError, meta: CallMeta) -> TransientError:
+    what = f"eBay {meta.api} {meta.operation}"
+    if isinstance(exc, httpx.ConnectTimeout):
+        return TransientError(f"{what}: connect timeout", meta=meta, error_code="connect_timeout")
+    if isinstance(exc, httpx.PoolTimeout):
+        return TransientError(f"{what}: no free connection", meta=meta, error_code="pool_timeout")
+    if isinstance(exc, httpx.TimeoutException):
+        return TransientError(f"{what}: timed out", meta=meta, error_code="timeout")
+    if isinstance(exc, httpx.ConnectError):
+        return TransientError(f"{what}: cannot connect", meta=meta, error_code="connect_error")
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return TransientError(
+            f"{what}: connection dropped", meta=meta, error_code="connection_dropped"
+        )
+    return TransientError(f"{what}: {type(exc).__name__}", meta=meta, error_code="transport_error")
+
+
+class _StopOverBudget(stop_base):
+    """Stop when the next wait would end past the total time budget."""
+
+    def __init__(self, transport: EbayTransport) -> None:
+        self.budget = transport.settings.max_retry_seconds
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        elapsed = retry_state.seconds_since_start or 0.0
+        return elapsed + retry_state.upcoming_sleep > self.budget
+
+
+class EbayTransport:
+    """Sends requests for :class:`~connector_common.ebay.client.EbayClient`."""
+
+    def __init__(
+        self,
+        settings: EbaySettings,
+        http: httpx.AsyncClient,
+        instruments: EbayInstruments,
+        breaker: CircuitBreaker | None = None,
+        *,
+        backoff_seconds: float = 0.5,
+        max_backoff_seconds: float = 8.0,
+    ) -> None:
+        self.settings = settings
+        self.http = http
+        self.instruments = instruments
+        self.breaker = breaker
+        self.timeout = httpx.Timeout(
+            connect=settings.connect_timeout_seconds,
+            read=settings.read_timeout_seconds,
+            write=settings.read_timeout_seconds,
+            pool=settings.connect_timeout_seconds,
+        )
+        self._backoff = wait_exponential_jitter(
+            multiplier=backoff_seconds, max=max_backoff_seconds, jitter=backoff_seconds
+        )
+
+    async def call(
+        self,
+        spec: CallSpec,
+        parse: Parser[T],
+        *,
+        headers: Mapping[str, str],
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        retry: Callable[[BaseException], bool] = retry_transient,
+    ) -> T:
+        """Make the call through the breaker (when it names an account) with retries."""
+        if self.breaker is None or not spec.account_key:
+            return await self._with_retries(spec, parse, headers, content, params, retry)
+        try:
+            permit = await self.breaker.acquire(spec.account_key)
+        except CircuitOpen:
+            self.instruments.count_short_circuit(spec)
+            raise
+        try:
+            result = await self._with_retries(spec, parse, headers, content, params, retry)
+        except Exception as error:
+            await self.breaker.record(permit, error)
+            raise
+        await self.breaker.record(permit, None)
+        return result
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, RateLimited) and error.retry_after is not None:
+            return error.retry_after  # exactly what eBay asked for: never earlier
+        return float(self._backoff(state))
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.info(
+            "ebay_call_retry",
+            attempt=state.attempt_number,
+            wait_seconds=round(state.upcoming_sleep, 3),
+            error_kind=getattr(error, "kind", type(error).__name__),
+            error_code=getattr(error, "error_code", None),
+        )
+
+    async def _with_retries(
+        self,
+        spec: CallSpec,
+        parse: Parser[T],
+        headers: Mapping[str, str],
+        content: bytes | None,
+        params: Mapping[str, str] | None,
+        retry: Callable[[BaseException], bool],
+    ) -> T:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.settings.max_attempts) | _StopOverBudget(self),
+            wait=self._wait,
+            retry=retry_if_exception(retry),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                number = attempt.retry_state.attempt_number
+                return await self._attempt(spec, parse, headers, content, params, number)
+        raise AssertionError("tenacity ended without a result or an error")  # pragma: no cover
+
+    async def _attempt(
+        self,
+        spec: CallSpec,
+        parse: Parser[T],
+        headers: Mapping[str, str],
+        content: bytes | None,
+        params: Mapping[str, str] | None,
+        attempt: int,
+    ) -> T:
+        with self.instruments.span(spec, attempt) as span:
+            started = time.perf_counter()
+            try:
+                response = await self.http.request(
+                    spec.method,
+                    spec.url,
+                    headers=dict(headers),
+                    content=content,
+                    params=params,
+                    timeout=self.timeout,
+                )
+            except httpx.TransportError as exc:
+                latency = (time.perf_counter() - started) * 1000
+                meta = CallMeta(spec.api, spec.operation, None, latency, attempt=attempt)
+                error = _transport_error(exc, meta)
+                self.instruments.finish(span, spec, meta, error)
+                raise error from None
+            meta = self._meta(spec, response, (time.perf_counter() - started) * 1000, attempt)
+            try:
+                result = parse(response, meta)
+            except EbayError as error:
+                self.instruments.finish(span, spec, meta, error)
+                raise
+            self.instruments.finish(span, spec, meta, None)
+            return result
+
+    @staticmethod
+    def _meta(spec: CallSpec, response: httpx.Response, latency: float, attempt: int) -> CallMeta:
+        kept = ebay_headers(response.headers)
+        return CallMeta(
+            api=spec.api,
+            operation=spec.operation,
+            http_status=response.status_code,
+            latency_ms=latency,
+            request_id=kept.get("x-ebay-c-request-id") or kept.get("rlogid"),
+            rlogid=kept.get("rlogid"),
+            ebay_headers=kept,
+            rate_limit_remaining=remaining_from_headers(kept),
+            attempt=attempt,
+        )

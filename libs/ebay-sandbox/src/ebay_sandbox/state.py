@@ -1,0 +1,429 @@
+"""Everything the sandbox remembers, in memory: apps, sellers, consents, tokens, the call log.
+
+One lock guards all of it. Handlers run on one event loop and never await while holding the lock,
+so the lock is only contended by control calls made from other threads (tests); it is cheap.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ebay_sandbox import tokens
+from ebay_sandbox.sites import SandboxSite, site_for
+
+ACCESS_TOKEN_LIFETIME = 7200
+REFRESH_TOKEN_LIFETIME = 47_304_000
+CODE_LIFETIME = 299
+CALL_LOG_LIMIT = 500_000  # a bounded log: benchmarks make millions of calls
+
+API_SCOPE = "https://api.ebay.com/oauth/api_scope"
+# Scopes a seller can consent to (a subset of eBay's list: enough to reject made-up ones).
+USER_SCOPES = frozenset(
+    {API_SCOPE}
+    | {
+        f"{API_SCOPE}/{name}"
+        for name in (
+            "sell.account",
+            "sell.account.readonly",
+            "sell.inventory",
+            "sell.inventory.readonly",
+            "sell.fulfillment",
+            "sell.fulfillment.readonly",
+            "sell.marketing",
+            "sell.marketing.readonly",
+            "sell.analytics.readonly",
+            "sell.finances",
+            "sell.payment.dispute",
+            "sell.reputation",
+            "sell.reputation.readonly",
+            "sell.stores",
+            "sell.stores.readonly",
+            "sell.item",
+            "sell.item.draft",
+            "commerce.identity.readonly",
+            "commerce.identity.name.readonly",
+            "commerce.identity.address.readonly",
+            "commerce.identity.email.readonly",
+            "commerce.identity.phone.readonly",
+            "commerce.notification.subscription",
+            "commerce.notification.subscription.readonly",
+        )
+    }
+)
+APP_SCOPES = frozenset({API_SCOPE, f"{API_SCOPE}/buy.item.feed", f"{API_SCOPE}/buy.marketing"})
+IDENTITY_SCOPE = f"{API_SCOPE}/commerce.identity.readonly"
+
+
+class SandboxError(ValueError):
+    """A control API request the sandbox cannot honour (the message says why)."""
+
+
+@dataclass
+class AppRegistration:
+    """An eBay developer app with one RuName."""
+
+    client_id: str
+    client_secret: str
+    ru_name: str
+    accept_url: str
+    decline_url: str | None = None
+
+
+@dataclass
+class SandboxConfig:
+    """How the sandbox starts; ``reset`` returns to exactly this."""
+
+    access_token_lifetime: int = ACCESS_TOKEN_LIFETIME
+    refresh_token_lifetime: int = REFRESH_TOKEN_LIFETIME
+    code_lifetime: int = CODE_LIFETIME
+    apps: list[AppRegistration] = field(default_factory=list)
+    demo_sellers: bool = True
+    rotate_refresh_tokens: bool = False
+    rate_limit_headers: bool = True
+
+
+@dataclass
+class Seller:
+    """An eBay seller account."""
+
+    user_id: str  # Identity userId: immutable
+    username: str  # Trading UserID: can change
+    site: SandboxSite
+    eias_token: str
+    email: str
+    account_type: str = "INDIVIDUAL"
+    store_owner: bool = False
+    suspended: bool = False
+    registration_date: datetime = field(
+        default_factory=lambda: datetime(2017, 11, 1, 20, 21, 9, tzinfo=UTC)
+    )
+
+    def public(self) -> dict[str, Any]:
+        """The control API's view of a seller."""
+        return {
+            "username": self.username,
+            "user_id": self.user_id,
+            "eias_token": self.eias_token,
+            "site_id": self.site.site_id,
+            "site_code": self.site.code,
+            "marketplace_id": self.site.marketplace_id,
+            "email": self.email,
+            "account_type": self.account_type,
+            "store_owner": self.store_owner,
+            "suspended": self.suspended,
+        }
+
+
+@dataclass
+class Grant:
+    """A seller's consent to an app: what a refresh token stands for."""
+
+    seller_id: str
+    client_id: str
+    scopes: frozenset[str]
+    refresh_token: str
+    refresh_expires_at: float
+    revoked: bool = False
+
+
+@dataclass
+class AccessGrant:
+    """An access token: a user token (with a grant) or an application token."""
+
+    client_id: str
+    scopes: frozenset[str]
+    expires_at: float
+    grant: Grant | None = None
+    invalid_reason: str | None = None  # "expired", "invalid", "hard_expired", "revoked"
+
+    def problem(self, now: float) -> str | None:
+        """Why the token cannot be used right now, or None."""
+        if self.invalid_reason:
+            return self.invalid_reason
+        if self.grant is not None and self.grant.revoked:
+            return "revoked"
+        if now >= self.expires_at:
+            return "expired"
+        return None
+
+
+@dataclass
+class Code:
+    """An authorization code: single use, short-lived."""
+
+    seller_id: str
+    client_id: str
+    scopes: frozenset[str]
+    expires_at: float
+    used: bool = False
+
+
+@dataclass
+class CallRecord:
+    """One line of the call log."""
+
+    at: float  # epoch seconds when the request arrived
+    route: str
+    method: str
+    status: int
+    outcome: str
+    seller: str | None
+    client_id: str | None
+    request_id: str
+    duration_ms: float
+
+    def public(self) -> dict[str, Any]:
+        """The call log's JSON view."""
+        return {
+            "at": self.at,
+            "time": datetime.fromtimestamp(self.at, UTC).isoformat(timespec="milliseconds"),
+            "route": self.route,
+            "method": self.method,
+            "status": self.status,
+            "outcome": self.outcome,
+            "seller": self.seller,
+            "client_id": self.client_id,
+            "request_id": self.request_id,
+            "duration_ms": round(self.duration_ms, 3),
+        }
+
+
+DEMO_SELLERS = (
+    ("demo_us_seller", 0, "BUSINESS", True),
+    ("demo_uk_seller", 3, "INDIVIDUAL", False),
+    ("demo_de_seller", 77, "BUSINESS", True),
+    ("demo_ca_seller", 2, "INDIVIDUAL", False),
+    ("demo_au_seller", 15, "INDIVIDUAL", False),
+    ("demo_motors_seller", 100, "BUSINESS", False),
+)
+
+
+class SandboxState:
+    """The sandbox's memory, guarded by one lock."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self.config = config
+        self.lock = threading.Lock()
+        self.apps: dict[str, AppRegistration] = {}
+        self.sellers: dict[str, Seller] = {}
+        self.usernames: dict[str, str] = {}
+        self.grants: dict[str, Grant] = {}  # by refresh token
+        self.access: dict[str, AccessGrant] = {}  # by access token
+        self.codes: dict[str, Code] = {}
+        self.calls: deque[CallRecord] = deque(maxlen=CALL_LOG_LIMIT)
+        self.usage: dict[tuple[str, str, str | None], int] = {}
+        self.access_token_lifetime = config.access_token_lifetime
+        self.refresh_token_lifetime = config.refresh_token_lifetime
+        self.rotate_refresh_tokens = config.rotate_refresh_tokens
+        self._issued_since_purge = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the start-up state: configured apps, demo sellers, nothing else."""
+        with self.lock:
+            self.apps = {app.client_id: app for app in self.config.apps}
+            self.sellers.clear()
+            self.usernames.clear()
+            self.grants.clear()
+            self.access.clear()
+            self.codes.clear()
+            self.calls.clear()
+            self.usage.clear()
+            self.access_token_lifetime = self.config.access_token_lifetime
+            self.refresh_token_lifetime = self.config.refresh_token_lifetime
+            self.rotate_refresh_tokens = self.config.rotate_refresh_tokens
+        if self.config.demo_sellers:
+            for username, site_id, account_type, store in DEMO_SELLERS:
+                self.create_seller(username, site_id, account_type=account_type, store_owner=store)
+
+    # --- sellers and apps -------------------------------------------------------------------
+
+    def register_app(self, app: AppRegistration) -> None:
+        """Add or replace an app registration."""
+        with self.lock:
+            self.apps[app.client_id] = app
+
+    def app_for_ru_name(self, ru_name: str) -> AppRegistration | None:
+        """The app a RuName belongs to."""
+        return next((a for a in self.apps.values() if a.ru_name == ru_name), None)
+
+    def create_seller(
+        self,
+        username: str,
+        site: str | int = 0,
+        *,
+        account_type: str = "INDIVIDUAL",
+        store_owner: bool = False,
+        email: str | None = None,
+    ) -> Seller:
+        """Create a seller registered on a site (id, Trading code or marketplace id)."""
+        found = site_for(site)
+        if found is None:
+            raise SandboxError(f"unknown site {site!r}")
+        if not username or len(username) > 64:
+            raise SandboxError("username must be 1-64 characters")
+        if account_type not in ("INDIVIDUAL", "BUSINESS"):
+            raise SandboxError("account_type must be INDIVIDUAL or BUSINESS")
+        seller = Seller(
+            user_id=tokens.user_id(),
+            username=username,
+            site=found,
+            eias_token=tokens.eias_token(),
+            email=email or f"{username}@example.com",
+            account_type=account_type,
+            store_owner=store_owner,
+        )
+        with self.lock:
+            if username.lower() in self.usernames:
+                raise SandboxError(f"seller {username!r} exists")
+            self.sellers[seller.user_id] = seller
+            self.usernames[username.lower()] = seller.user_id
+        return seller
+
+    def seller(self, username: str) -> Seller:
+        """A seller by username (case-insensitive) or user id."""
+        user_id = self.usernames.get(username.lower(), username)
+        found = self.sellers.get(user_id)
+        if found is None:
+            raise SandboxError(f"no seller {username!r}")
+        return found
+
+    def rename_seller(self, username: str, new_username: str) -> Seller:
+        """Change a seller's username (eBay allows it; the user id stays)."""
+        with self.lock:
+            seller = self.seller(username)
+            if new_username.lower() in self.usernames:
+                raise SandboxError(f"seller {new_username!r} exists")
+            del self.usernames[seller.username.lower()]
+            seller.username = new_username
+            self.usernames[new_username.lower()] = seller.user_id
+        return seller
+
+    # --- consent and tokens -----------------------------------------------------------------
+
+    def issue_code(self, seller: Seller, client_id: str, scopes: frozenset[str]) -> str:
+        """A fresh authorization code for a seller's consent."""
+        code = tokens.authorization_code()
+        with self.lock:
+            self.codes[code] = Code(
+                seller.user_id, client_id, scopes, time.time() + self.config.code_lifetime
+            )
+        return code
+
+    def issue_access(
+        self, client_id: str, scopes: frozenset[str], grant: Grant | None
+    ) -> tuple[str, AccessGrant]:
+        """A new access token (user token with a grant, else application token)."""
+        token = tokens.access_token() if grant else tokens.application_token()
+        record = AccessGrant(client_id, scopes, time.time() + self.access_token_lifetime, grant)
+        with self.lock:
+            self.access[token] = record
+            self._issued_since_purge += 1
+            if self._issued_since_purge >= 10_000:
+                self._purge_expired()
+        return token, record
+
+    def new_grant(self, seller_id: str, client_id: str, scopes: frozenset[str]) -> Grant:
+        """Consent turned into a refresh token."""
+        grant = Grant(
+            seller_id,
+            client_id,
+            scopes,
+            tokens.refresh_token(),
+            time.time() + self.refresh_token_lifetime,
+        )
+        with self.lock:
+            self.grants[grant.refresh_token] = grant
+        return grant
+
+    def rotate(self, grant: Grant) -> Grant:
+        """Replace a grant's refresh token (only when rotation is switched on)."""
+        with self.lock:
+            self.grants.pop(grant.refresh_token, None)
+            grant.refresh_token = tokens.refresh_token()
+            grant.refresh_expires_at = time.time() + self.refresh_token_lifetime
+            self.grants[grant.refresh_token] = grant
+        return grant
+
+    def revoke(self, seller: Seller, client_id: str | None = None) -> int:
+        """Withdraw a seller's consent (for one app or all); returns how many grants ended."""
+        count = 0
+        with self.lock:
+            for grant in self.grants.values():
+                if grant.seller_id == seller.user_id and client_id in (None, grant.client_id):
+                    if not grant.revoked:
+                        count += 1
+                    grant.revoked = True
+        return count
+
+    def invalidate_access(
+        self, *, seller: Seller | None = None, token: str | None = None, reason: str = "expired"
+    ) -> int:
+        """Make access tokens unusable (by seller, or one token); returns how many."""
+        count = 0
+        with self.lock:
+            if token is not None:
+                record = self.access.get(token)
+                if record is not None:
+                    record.invalid_reason = reason
+                    count = 1
+            elif seller is not None:
+                for record in self.access.values():
+                    if record.grant is not None and record.grant.seller_id == seller.user_id:
+                        record.invalid_reason = reason
+                        count += 1
+        return count
+
+    def _purge_expired(self) -> None:
+        # Called with the lock held. An hour of grace keeps "expired" answers for recent tokens.
+        horizon = time.time() - 3600
+        for token in [t for t, r in self.access.items() if r.expires_at < horizon]:
+            del self.access[token]
+        for code in [c for c, r in self.codes.items() if r.expires_at < horizon]:
+            del self.codes[code]
+        self._issued_since_purge = 0
+
+    # --- usage and the call log -------------------------------------------------------------
+
+    def count_usage(self, client_id: str | None, api: str, seller_id: str | None) -> int:
+        """Count a call against today's quota; returns the calls made today."""
+        key = (client_id or "", api, seller_id)
+        with self.lock:
+            used = self.usage.get(key, 0) + 1
+            self.usage[key] = used
+        return used
+
+    def log_call(self, record: CallRecord) -> None:
+        """Append to the call log (deque appends are atomic)."""
+        self.calls.append(record)
+
+    def find_calls(
+        self,
+        *,
+        seller: str | None = None,
+        route: str | None = None,
+        since: float | None = None,
+        client_id: str | None = None,
+    ) -> list[CallRecord]:
+        """The call log, filtered (seller by username or user id)."""
+        names: set[str] | None = None
+        if seller is not None:
+            names = {seller}
+            try:
+                found = self.seller(seller)
+                names |= {found.username, found.user_id}
+            except SandboxError:
+                pass
+        return [
+            c
+            for c in list(self.calls)
+            if (names is None or c.seller in names)
+            and (route is None or c.route == route)
+            and (since is None or c.at >= since)
+            and (client_id is None or c.client_id == client_id)
+        ]
