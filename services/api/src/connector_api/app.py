@@ -1,0 +1,150 @@
+"""The FastAPI application factory. The lifespan opens the database engine, the eBay client,
+telemetry, and (in the background) NATS with the outbox relay; it closes them on shutdown."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from connector_api import __doc__ as package_doc
+from connector_api.auth import TokenVerifier
+from connector_api.deps import request_id
+from connector_api.errors import ApiError
+from connector_api.middleware import RequestMiddleware
+from connector_api.oidc import OidcClient
+from connector_api.pages import STATIC_DIR
+from connector_api.routes import accounts, admin, connect, login, ops
+from connector_api.schemas import ErrorBody, FieldError
+from connector_api.sessions import SessionManager
+from connector_api.settings import ApiSettings
+from connector_api.signing import CursorCodec, Signer
+from connector_api.state import AppState, OrgDirectory
+from connector_common.crypto import TokenCipher
+from connector_common.db.engine import create_engine, create_session_factory
+from connector_common.ebay import EbayClient
+from connector_common.messaging import Topology
+from connector_common.telemetry import Telemetry, setup_telemetry
+
+DESCRIPTION = """
+Connect eBay seller accounts ("houses") to your organisation, see their token and health
+status, and ask the workers for a refresh or a health check.
+
+Every route except the probes, the OAuth callback and these docs needs
+`Authorization: Bearer <JWT>` with the claims `sub`, `org_id` and `roles` (`admin` may change
+things, `viewer` may only read). You only ever see your own organisation's accounts.
+"""
+
+
+def build_state(settings: ApiSettings, telemetry: Telemetry) -> AppState:
+    """Open what requests share (the NATS connection follows in the background)."""
+    session_secret = (
+        settings.api.session_secret.get_secret_value()
+        if settings.api.session_secret is not None
+        # Development only (production refuses to start without one): sessions end on restart.
+        else secrets.token_urlsafe(32)
+    )
+    engine = create_engine(settings.database, application_name=settings.service_name)
+    sessions = create_session_factory(engine)
+    oidc = None
+    if settings.api.oidc.enabled:
+        oidc = OidcClient(
+            settings.api.oidc,
+            settings.api.jwt,
+            redirect_uri=f"{settings.api.public_url}/admin/oidc/callback",
+        )
+    return AppState(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        verifier=TokenVerifier.from_settings(settings.api.jwt),
+        orgs=OrgDirectory(sessions),
+        cursors=CursorCodec(session_secret),
+        admin_sessions=SessionManager(
+            session_secret,
+            ttl_seconds=settings.api.session_ttl_seconds,
+            secure=settings.api.secure_cookies,
+        ),
+        cipher=TokenCipher(settings.key_ring()),
+        ebay=EbayClient(
+            settings.ebay,
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+        ),
+        telemetry=telemetry,
+        topology=Topology(settings.nats.namespace),
+        oidc_signer=Signer(session_secret, "oidc-login"),
+        oidc=oidc,
+    )
+
+
+def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> FastAPI:
+    """The API; pass ``telemetry`` to capture spans in tests."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tele = telemetry or setup_telemetry(settings.otel, settings.service_name)
+        state = build_state(settings, tele)
+        app.state.connector = state
+        state.start_messaging()
+        try:
+            yield
+        finally:
+            await state.aclose()
+
+    app = FastAPI(
+        title="eBay connector API",
+        version="1",
+        description=DESCRIPTION.strip() or (package_doc or ""),
+        lifespan=lifespan,
+        responses={500: {"model": ErrorBody, "description": "Something failed on our side."}},
+    )
+    app.add_middleware(RequestMiddleware, max_body_bytes=settings.api.max_body_bytes)
+    _install_error_handlers(app)
+    app.include_router(ops.router)
+    app.include_router(connect.router)  # before accounts: /ebay-accounts/connect is literal
+    app.include_router(accounts.router)
+    app.include_router(admin.router)
+    app.include_router(login.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _error(request: Request, status: int, body: ErrorBody, headers: dict[str, str]) -> JSONResponse:
+    body.request_id = request_id(request)
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers or None)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        fields = []
+        if getattr(exc, "field", None):
+            fields = [FieldError(field=str(exc.field), message=exc.message)]  # type: ignore[attr-defined]
+        body = ErrorBody(error=exc.code, message=exc.message, fields=fields)
+        return _error(request, exc.status_code, body, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Field-level messages, never the input (it could be a pasted secret).
+        fields = [
+            FieldError(
+                field=".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body",
+                message=str(err.get("msg", "invalid")).removeprefix("Value error, "),
+            )
+            for err in exc.errors()
+        ]
+        body = ErrorBody(error="invalid", message="the request is invalid", fields=fields)
+        return _error(request, 422, body, {})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        body = ErrorBody(error=codes.get(exc.status_code, "http_error"), message=str(exc.detail))
+        return _error(request, exc.status_code, body, dict(exc.headers or {}))

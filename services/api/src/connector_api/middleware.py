@@ -1,0 +1,188 @@
+"""Per-request plumbing as one pure ASGI middleware: request id, a server span, body size
+limit, security headers, and one structured access log line (uvicorn's own is off).
+
+The query string never reaches a span, and reaches the log only redacted: the OAuth callback
+carries eBay's authorization ``code`` and our ``state`` there.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from opentelemetry import trace
+from opentelemetry.propagate import extract
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from connector_common.logs import get_logger
+from connector_common.redaction import redact_text
+
+log = get_logger("connector_api.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    # The callback URL holds the authorization code: never send it on as a Referer.
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RequestMiddleware:
+    """Wraps every HTTP request of the API."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        incoming = headers.get("x-request-id", "")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        context: dict[str, Any] = {"request_id": request_id}
+        scope.setdefault("state", {})["log_context"] = context
+        started = time.perf_counter()
+        outcome = {"status": 500, "started": False}
+        method = scope["method"]
+        path = scope["path"]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                outcome["status"] = message["status"]
+                outcome["started"] = True
+                extra = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        received = 0
+
+        async def receive_wrapper() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        tracer = trace.get_tracer("connector_api", tracer_provider=_provider(scope))
+        # Dependencies bind org_id / account_id for this request; restore what was bound before
+        # so nothing leaks into the next request served by the same task.
+        outer = structlog.contextvars.get_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        with tracer.start_as_current_span(
+            f"{method} {path}", kind=SpanKind.SERVER, context=extract(headers)
+        ) as span:
+            try:
+                length = int(headers.get("content-length") or 0)
+            except ValueError:
+                length = 0
+            try:
+                if length > self.max_body_bytes:
+                    raise _BodyTooLarge
+                await self.app(scope, receive_wrapper, send_wrapper)
+            except _BodyTooLarge:
+                if not outcome["started"]:
+                    await _too_large(send_wrapper, self.max_body_bytes)
+            except Exception as exc:
+                span.record_exception(exc)
+                log.exception("request failed", method=method, path=path)
+                if not outcome["started"]:
+                    await _internal_error(send_wrapper, request_id)
+            finally:
+                latency_ms = round((time.perf_counter() - started) * 1000, 1)
+                _finish_span(span, scope, int(outcome["status"]), request_id, context)
+                _access_log(scope, int(outcome["status"]), latency_ms, context)
+                structlog.contextvars.clear_contextvars()
+                structlog.contextvars.bind_contextvars(**outer)
+
+
+def _provider(scope: Scope) -> Any:
+    state = getattr(scope.get("app"), "state", None)
+    connector = getattr(state, "connector", None) if state is not None else None
+    return connector.telemetry.tracer_provider if connector is not None else None
+
+
+def _route(scope: Scope) -> str | None:
+    route = scope.get("route")
+    return getattr(route, "path", None)
+
+
+def _finish_span(
+    span: trace.Span, scope: Scope, status: int, request_id: str, context: dict[str, Any]
+) -> None:
+    route = _route(scope)
+    if route:
+        span.update_name(f"{scope['method']} {route}")
+        span.set_attribute("http.route", route)
+    span.set_attribute("http.request.method", scope["method"])
+    span.set_attribute("url.path", scope["path"])
+    span.set_attribute("http.response.status_code", status)
+    span.set_attribute("connector.request_id", request_id)
+    for key in ("org_id", "account_id"):
+        if context.get(key):
+            span.set_attribute(f"connector.{key}", str(context[key]))
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR))
+
+
+def _access_log(scope: Scope, status: int, latency_ms: float, context: dict[str, Any]) -> None:
+    query = scope.get("query_string", b"").decode("latin-1")
+    fields: dict[str, Any] = {
+        "method": scope["method"],
+        "path": scope["path"],
+        "route": _route(scope),
+        "status": status,
+        "latency_ms": latency_ms,
+        "request_id": context.get("request_id"),
+    }
+    if query:
+        fields["query"] = redact_text(query)[:500]
+    for key in ("org_id", "account_id"):
+        if context.get(key):
+            fields[key] = context[key]
+    if scope["path"] in ("/healthz", "/readyz"):
+        log.debug("request", **fields)  # probes every few seconds would drown the rest
+    else:
+        log.info("request", **fields)
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = (
+        b'{"error":"too_large","message":"the request body is larger than '
+        + str(limit).encode()
+        + b' bytes","fields":[]}'
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _internal_error(send: Send, request_id: str) -> None:
+    body = (
+        b'{"error":"internal_error","message":"something went wrong on our side","fields":[],'
+        b'"request_id":"' + request_id.encode() + b'"}'
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

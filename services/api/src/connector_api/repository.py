@@ -1,0 +1,316 @@
+"""SQL of the API. Every function touching accounts takes the caller's ``org_id``: org scoping
+lives here and in :mod:`connector_api.deps`, never in a route."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    case,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from connector_api.schemas import SortKey
+from connector_common.db.models import (
+    AuditEntry,
+    EbayAccount,
+    EbayToken,
+    HealthCheck,
+    OAuthState,
+    Organisation,
+)
+from connector_common.status import EXPIRING_SOON, AccountStatus
+
+# Stand-ins for NULL in keyset pagination (a row comparison with NULL is never true).
+FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
+FAR_PAST = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+async def ensure_org(session: AsyncSession, external_id: str) -> uuid.UUID:
+    """The internal id of an org, created on first use; safe when two requests race."""
+    inserted = await session.scalar(
+        pg_insert(Organisation)
+        .values(id=uuid.uuid4(), external_id=external_id, name=external_id)
+        .on_conflict_do_nothing(index_elements=[Organisation.external_id])
+        .returning(Organisation.id)
+    )
+    if inserted is not None:
+        return uuid.UUID(str(inserted))
+    existing = await session.scalar(
+        select(Organisation.id).where(Organisation.external_id == external_id)
+    )
+    assert existing is not None  # the conflicting row is committed, or we would have waited
+    return uuid.UUID(str(existing))
+
+
+def status_sql(now: datetime) -> ColumnElement[str]:
+    """``connector_common.status.account_status`` as SQL, for filtering in the database.
+
+    Must give the same answer as the Python function for every row (tested).
+    """
+    expires = EbayToken.access_expires_at
+    return case(
+        (EbayAccount.is_active.is_(False), literal(AccountStatus.DEACTIVATED.value)),
+        (EbayToken.account_id.is_(None), literal(AccountStatus.NOT_CONNECTED.value)),
+        (
+            EbayToken.reconnect_required_at.is_not(None),
+            literal(AccountStatus.RECONNECT_REQUIRED.value),
+        ),
+        (
+            and_(EbayToken.last_refresh_error.is_not(None), EbayToken.last_refresh_error != ""),
+            literal(AccountStatus.ERROR.value),
+        ),
+        (and_(expires.is_not(None), expires <= now), literal(AccountStatus.EXPIRED.value)),
+        (EbayAccount.last_health_outcome == "unhealthy", literal(AccountStatus.UNHEALTHY.value)),
+        (expires.is_(None), literal(AccountStatus.UNKNOWN.value)),
+        (expires < now + EXPIRING_SOON, literal(AccountStatus.EXPIRING_SOON.value)),
+        else_=literal(AccountStatus.HEALTHY.value),
+    )
+
+
+@dataclass(frozen=True)
+class AccountFilter:
+    statuses: Sequence[AccountStatus] = ()
+    purpose: str | None = None
+    marketplaces: Sequence[str] = ()
+    active: bool | None = None
+
+
+def _sort_column(sort: SortKey) -> Any:
+    name = sort.value.lstrip("-")
+    if name == "house_name":
+        return func.lower(EbayAccount.house_name)
+    if name == "created_at":
+        return EbayAccount.created_at
+    if name == "token_expires_at":
+        return func.coalesce(EbayToken.access_expires_at, FAR_FUTURE)
+    return func.coalesce(EbayAccount.last_health_at, FAR_PAST)
+
+
+def sort_value(sort: SortKey, account: EbayAccount, token: EbayToken | None) -> Any:
+    """The sort key of a row, as the cursor stores it (JSON-friendly)."""
+    name = sort.value.lstrip("-")
+    if name == "house_name":
+        return account.house_name.lower()
+    if name == "created_at":
+        return account.created_at.isoformat()
+    if name == "token_expires_at":
+        expires = token.access_expires_at if token else None
+        return (expires or FAR_FUTURE).isoformat()
+    return (account.last_health_at or FAR_PAST).isoformat()
+
+
+def _cursor_value(sort: SortKey, raw: Any) -> Any:
+    if not isinstance(raw, str):
+        raise ValueError("cursor value")
+    return raw if sort.value.lstrip("-") == "house_name" else datetime.fromisoformat(raw)
+
+
+async def list_accounts(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    filters: AccountFilter,
+    sort: SortKey,
+    after: tuple[Any, uuid.UUID] | None,
+    limit: int,
+    now: datetime,
+) -> list[tuple[EbayAccount, EbayToken | None]]:
+    """One page of the org's accounts (``limit`` rows; ask for one more to see if more exist)."""
+    stmt = (
+        select(EbayAccount, EbayToken)
+        .outerjoin(EbayToken, EbayToken.account_id == EbayAccount.id)
+        .where(EbayAccount.org_id == org_id)
+    )
+    if filters.statuses:
+        stmt = stmt.where(status_sql(now).in_([s.value for s in filters.statuses]))
+    if filters.purpose is not None:
+        stmt = stmt.where(func.lower(EbayAccount.purpose) == filters.purpose.lower())
+    if filters.marketplaces:
+        stmt = stmt.where(EbayAccount.marketplace_id.in_(list(filters.marketplaces)))
+    if filters.active is not None:
+        stmt = stmt.where(EbayAccount.is_active.is_(filters.active))
+    column = _sort_column(sort)
+    descending = sort.value.startswith("-")
+    if after is not None:
+        position = tuple_(column, EbayAccount.id)
+        value = tuple_(literal(_cursor_value(sort, after[0])), literal(after[1]))
+        stmt = stmt.where(position < value if descending else position > value)
+    if descending:
+        stmt = stmt.order_by(column.desc(), EbayAccount.id.desc())
+    else:
+        stmt = stmt.order_by(column.asc(), EbayAccount.id.asc())
+    rows = (await session.execute(stmt.limit(limit))).all()
+    return [(account, token) for account, token in rows]
+
+
+async def get_account(
+    session: AsyncSession, org_id: uuid.UUID, account_id: uuid.UUID, *, lock: bool = False
+) -> tuple[EbayAccount, EbayToken | None] | None:
+    """The org's account and its token row; ``lock`` takes row locks on both."""
+    stmt = select(EbayAccount).where(EbayAccount.id == account_id, EbayAccount.org_id == org_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    account = await session.scalar(stmt)
+    if account is None:
+        return None
+    token_stmt = select(EbayToken).where(EbayToken.account_id == account.id)
+    if lock:
+        token_stmt = token_stmt.with_for_update()
+    token = await session.scalar(token_stmt)
+    return account, token
+
+
+async def find_by_ebay_user(
+    session: AsyncSession, org_id: uuid.UUID, ebay_user_id: str
+) -> EbayAccount | None:
+    """The org's account for an eBay user, locked for update."""
+    return await session.scalar(
+        select(EbayAccount)
+        .where(EbayAccount.org_id == org_id, EbayAccount.ebay_user_id == ebay_user_id)
+        .with_for_update()
+    )
+
+
+async def token_of(session: AsyncSession, account_id: uuid.UUID) -> EbayToken | None:
+    """An account's token row, locked for update."""
+    return await session.scalar(
+        select(EbayToken).where(EbayToken.account_id == account_id).with_for_update()
+    )
+
+
+async def active_house_name_owner(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    house_name: str,
+    exclude: uuid.UUID | None = None,
+) -> EbayAccount | None:
+    """The active account of the org using ``house_name`` (case-insensitively), if any."""
+    stmt = select(EbayAccount).where(
+        EbayAccount.org_id == org_id,
+        EbayAccount.is_active.is_(True),
+        func.lower(EbayAccount.house_name) == house_name.lower(),
+    )
+    if exclude is not None:
+        stmt = stmt.where(EbayAccount.id != exclude)
+    return await session.scalar(stmt.limit(1))
+
+
+async def health_checks(
+    session: AsyncSession,
+    account_id: uuid.UUID,
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> list[HealthCheck]:
+    """An account's checks, newest first (the caller has checked the account's org)."""
+    stmt = select(HealthCheck).where(HealthCheck.account_id == account_id)
+    if after is not None:
+        stmt = stmt.where(
+            or_(
+                HealthCheck.checked_at < after[0],
+                and_(HealthCheck.checked_at == after[0], HealthCheck.id < after[1]),
+            )
+        )
+    stmt = stmt.order_by(HealthCheck.checked_at.desc(), HealthCheck.id.desc()).limit(limit)
+    return list((await session.scalars(stmt)).all())
+
+
+async def delete_account(session: AsyncSession, org_id: uuid.UUID, account_id: uuid.UUID) -> int:
+    """Delete an account; its tokens and health history go with it (ON DELETE CASCADE)."""
+    result = await session.execute(
+        delete(EbayAccount).where(EbayAccount.id == account_id, EbayAccount.org_id == org_id)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def add_audit(
+    session: AsyncSession,
+    *,
+    org_id: uuid.UUID,
+    actor: str,
+    action: str,
+    account_id: uuid.UUID | None,
+    house_name: str | None,
+    request_id: str | None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Record who did what (never personal data of the seller, never a secret)."""
+    session.add(
+        AuditEntry(
+            org_id=org_id,
+            actor=actor,
+            action=action,
+            account_id=account_id,
+            house_name=house_name,
+            request_id=request_id,
+            details=details or {},
+        )
+    )
+
+
+def add_state(
+    session: AsyncSession,
+    *,
+    state_hash: bytes,
+    org_id: uuid.UUID,
+    actor: str,
+    house_name: str,
+    purpose: str,
+    expires_at: datetime,
+) -> None:
+    """Remember a pending consent (only the hash of its state)."""
+    session.add(
+        OAuthState(
+            state_hash=state_hash,
+            org_id=org_id,
+            actor=actor,
+            house_name=house_name,
+            purpose=purpose,
+            expires_at=expires_at,
+        )
+    )
+
+
+async def consume_state(
+    session: AsyncSession, state_hash: bytes, now: datetime
+) -> OAuthState | None:
+    """Mark a pending consent used, atomically; None when unknown, expired or already used."""
+    return await session.scalar(
+        update(OAuthState)
+        .where(
+            OAuthState.state_hash == state_hash,
+            OAuthState.used_at.is_(None),
+            OAuthState.expires_at > now,
+        )
+        .values(used_at=now)
+        .returning(OAuthState)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def find_state(session: AsyncSession, state_hash: bytes) -> OAuthState | None:
+    """A consent by its hash, to say why it cannot be used."""
+    return await session.scalar(select(OAuthState).where(OAuthState.state_hash == state_hash))
+
+
+async def purge_old_states(session: AsyncSession, now: datetime) -> None:
+    """Forget consents that ended more than a day ago."""
+    await session.execute(delete(OAuthState).where(OAuthState.expires_at < now - timedelta(days=1)))
+
+
+async def ping(session: AsyncSession) -> None:
+    """A round trip to the database."""
+    await session.execute(select(1))

@@ -1,0 +1,134 @@
+"""`/ebay-accounts`: thin routes; each validates, calls one service function, returns."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from connector_api.deps import AccountIdDep, ContextDep, SessionDep, StateDep
+from connector_api.repository import AccountFilter
+from connector_api.schemas import (
+    Account,
+    AccountPage,
+    AccountUpdate,
+    HealthCheckPage,
+    SortKey,
+    WorkQueued,
+    error_responses,
+)
+from connector_api.services import accounts as service
+from connector_common.status import AccountStatus
+
+router = APIRouter(prefix="/ebay-accounts", tags=["accounts"])
+
+READ_ERRORS = error_responses(401, 403, 404, 422)
+WRITE_ERRORS = error_responses(401, 403, 404, 409, 422)
+
+
+@router.get("", response_model=AccountPage, responses=error_responses(401, 403, 422))
+async def list_accounts(
+    session: SessionDep,
+    ctx: ContextDep,
+    state: StateDep,
+    status_: Annotated[
+        list[AccountStatus] | None, Query(alias="status", description="Any of these statuses.")
+    ] = None,
+    purpose: Annotated[
+        str | None, Query(max_length=500, description="Exact purpose (case-insensitive).")
+    ] = None,
+    marketplace: Annotated[
+        list[str] | None,
+        Query(description="Marketplace ids, e.g. EBAY_GB.", pattern=r"^EBAY_[A-Z_]{2,30}$"),
+    ] = None,
+    active: Annotated[bool | None, Query(description="Only active (or deactivated).")] = None,
+    sort: Annotated[SortKey, Query(description="Sort key; '-' for descending.")] = (
+        SortKey.HOUSE_NAME
+    ),
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+) -> AccountPage:
+    """The org's accounts with status, token metadata and last health check."""
+    filters = AccountFilter(
+        statuses=tuple(status_ or ()),
+        purpose=purpose,
+        marketplaces=tuple(marketplace or ()),
+        active=active,
+    )
+    return await service.list_accounts(session, ctx, state.cursors, filters, sort, limit, cursor)
+
+
+@router.get("/{account_id}", response_model=Account, responses=READ_ERRORS)
+async def get_account(session: SessionDep, ctx: ContextDep, account_id: AccountIdDep) -> Account:
+    """One account of the org."""
+    return await service.get_account(session, ctx, account_id)
+
+
+@router.get("/{account_id}/health-checks", response_model=HealthCheckPage, responses=READ_ERRORS)
+async def health_checks(
+    session: SessionDep,
+    ctx: ContextDep,
+    state: StateDep,
+    account_id: AccountIdDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+) -> HealthCheckPage:
+    """The account's health check history, newest first."""
+    return await service.health_history(session, ctx, state.cursors, account_id, limit, cursor)
+
+
+@router.patch("/{account_id}", response_model=Account, responses=WRITE_ERRORS)
+async def update_account(
+    session: SessionDep, ctx: ContextDep, account_id: AccountIdDep, change: AccountUpdate
+) -> Account:
+    """Rename the account (house names are unique per org among active accounts) and/or
+    change its purpose. Earlier events and audit entries keep the old name."""
+    return await service.update_account(session, ctx, account_id, change)
+
+
+@router.post("/{account_id}/deactivate", response_model=Account, responses=WRITE_ERRORS)
+async def deactivate(session: SessionDep, ctx: ContextDep, account_id: AccountIdDep) -> Account:
+    """Stop refreshing and checking the account (its tokens are kept)."""
+    return await service.deactivate(session, ctx, account_id)
+
+
+@router.post("/{account_id}/reactivate", response_model=Account, responses=WRITE_ERRORS)
+async def reactivate(session: SessionDep, ctx: ContextDep, account_id: AccountIdDep) -> Account:
+    """Resume the account; 409 when its house name is now used by another active account."""
+    return await service.reactivate(session, ctx, account_id)
+
+
+@router.delete("/{account_id}", status_code=status.HTTP_204_NO_CONTENT, responses=WRITE_ERRORS)
+async def delete_account(
+    session: SessionDep, ctx: ContextDep, account_id: AccountIdDep
+) -> Response:
+    """Remove the account, its tokens and health history; an audit entry without the
+    seller's data remains."""
+    await service.delete(session, ctx, account_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{account_id}/refresh",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=WorkQueued,
+    responses=WRITE_ERRORS,
+)
+async def request_refresh(
+    session: SessionDep, ctx: ContextDep, account_id: AccountIdDep
+) -> WorkQueued:
+    """Ask the token refresher to refresh the access token now."""
+    return await service.request_refresh(session, ctx, account_id)
+
+
+@router.post(
+    "/{account_id}/health-check",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=WorkQueued,
+    responses=WRITE_ERRORS,
+)
+async def request_health_check(
+    session: SessionDep, ctx: ContextDep, account_id: AccountIdDep
+) -> WorkQueued:
+    """Ask the health checker to check the account now."""
+    return await service.request_health_check(session, ctx, account_id)

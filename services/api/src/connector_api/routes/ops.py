@@ -1,0 +1,42 @@
+"""Probes for Kubernetes: alive, and ready (database and NATS reachable)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from connector_api import repository as repo
+from connector_api.deps import StateDep
+from connector_common.db.engine import unit_of_work
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", include_in_schema=True)
+async def healthz() -> dict[str, str]:
+    """The process is alive and serving."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "A dependency is not reachable."}})
+async def readyz(state: StateDep) -> JSONResponse:
+    """Ready for traffic: the database answers and NATS JetStream is connected."""
+
+    async def database() -> bool:
+        try:
+            async with asyncio.timeout(2):
+                async with unit_of_work(state.sessions) as session:
+                    await repo.ping(session)
+        except Exception:
+            return False
+        return True
+
+    db_ok, nats_ok = await asyncio.gather(database(), state.nats_ready())
+    body = {
+        "status": "ready" if db_ok and nats_ok else "not_ready",
+        "database": "ok" if db_ok else "unreachable",
+        "nats": "ok" if nats_ok else "unreachable",
+    }
+    return JSONResponse(body, status_code=200 if db_ok and nats_ok else 503)

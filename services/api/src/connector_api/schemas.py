@@ -1,0 +1,260 @@
+"""Request and response bodies of the REST API (the OpenAPI schema is generated from these)."""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from connector_common.status import AccountStatus
+
+HOUSE_NAME_MAX = 100
+PURPOSE_MAX = 500
+
+
+def _clean_text(value: str, *, single_line: bool) -> str:
+    value = unicodedata.normalize("NFC", value).strip()
+    for char in value:
+        category = unicodedata.category(char)
+        if category == "Cc" and not (not single_line and char in "\n\t"):
+            raise ValueError("must not contain control characters")
+    return value
+
+
+def _house_name(value: str) -> str:
+    value = _clean_text(value, single_line=True)
+    if not 1 <= len(value) <= HOUSE_NAME_MAX:
+        raise ValueError(f"must be 1 to {HOUSE_NAME_MAX} characters after trimming spaces")
+    return value
+
+
+def _purpose(value: str) -> str:
+    value = _clean_text(value, single_line=False)
+    if len(value) > PURPOSE_MAX:
+        raise ValueError(f"must be at most {PURPOSE_MAX} characters")
+    return value
+
+
+# Bounded before cleaning too, so a huge value is refused without being processed.
+HouseName = Annotated[str, Field(max_length=400), AfterValidator(_house_name)]
+Purpose = Annotated[str, Field(max_length=2000), AfterValidator(_purpose)]
+
+
+class Input(BaseModel):
+    """Request bodies: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConnectRequest(Input):
+    house_name: HouseName = Field(description="Your name for this seller account, unique per org.")
+    purpose: Purpose = Field(default="", description="What the account is used for.")
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"house_name": "Warehouse-A", "purpose": "UK orders"}]},
+    )
+
+
+class AccountUpdate(Input):
+    house_name: HouseName | None = None
+    purpose: Purpose | None = None
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"house_name": "Montreal"}, {"purpose": "returns"}]},
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> AccountUpdate:
+        if self.house_name is None and self.purpose is None:
+            raise ValueError("give house_name, purpose or both")
+        return self
+
+
+class ConnectStarted(BaseModel):
+    consent_url: str = Field(description="Send the seller's browser here (eBay's consent page).")
+    expires_at: datetime = Field(description="The consent must be completed before this time.")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "consent_url": "https://auth.ebay.com/oauth2/authorize?client_id=...",
+                    "expires_at": "2026-01-01T12:10:00Z",
+                }
+            ]
+        }
+    )
+
+
+class TokenInfo(BaseModel):
+    """Metadata about the account's tokens; never the tokens themselves."""
+
+    access_expires_at: datetime | None
+    refresh_expires_at: datetime | None
+    last_refreshed_at: datetime | None
+    last_refresh_error: str | None
+    consecutive_failures: int
+    reconnect_required_at: datetime | None
+    retry_at: datetime | None
+    refresh_enabled: bool
+    scopes: list[str]
+
+
+class LastHealth(BaseModel):
+    checked_at: datetime
+    outcome: str
+    latency_ms: int | None
+    error: str | None
+
+
+class Account(BaseModel):
+    id: uuid.UUID
+    house_name: str
+    purpose: str
+    ebay_user_id: str
+    username: str | None
+    marketplace_id: str
+    site_id: int
+    site_code: str
+    is_active: bool
+    status: AccountStatus
+    connected_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    deactivated_at: datetime | None
+    next_health_check_at: datetime | None
+    token: TokenInfo | None
+    last_health: LastHealth | None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "5f0c8a52-3f55-4a54-a3a3-7d1f7e0b7a11",
+                    "house_name": "Warehouse-A",
+                    "purpose": "UK orders",
+                    "ebay_user_id": "q1w2e3r4t5",
+                    "username": "warehouse_a_uk",
+                    "marketplace_id": "EBAY_GB",
+                    "site_id": 3,
+                    "site_code": "UK",
+                    "is_active": True,
+                    "status": "healthy",
+                    "connected_at": "2026-01-01T12:00:00Z",
+                    "created_at": "2026-01-01T12:00:00Z",
+                    "updated_at": "2026-01-01T12:00:00Z",
+                    "deactivated_at": None,
+                    "next_health_check_at": "2026-01-01T12:15:00Z",
+                    "token": {
+                        "access_expires_at": "2026-01-01T14:00:00Z",
+                        "refresh_expires_at": "2027-07-01T12:00:00Z",
+                        "last_refreshed_at": "2026-01-01T12:00:00Z",
+                        "last_refresh_error": None,
+                        "consecutive_failures": 0,
+                        "reconnect_required_at": None,
+                        "retry_at": None,
+                        "refresh_enabled": True,
+                        "scopes": ["https://api.ebay.com/oauth/api_scope"],
+                    },
+                    "last_health": {
+                        "checked_at": "2026-01-01T12:00:05Z",
+                        "outcome": "healthy",
+                        "latency_ms": 182,
+                        "error": None,
+                    },
+                }
+            ]
+        }
+    )
+
+
+class AccountPage(BaseModel):
+    items: list[Account]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at end.")
+
+
+class HealthCheckItem(BaseModel):
+    id: int
+    checked_at: datetime
+    outcome: str
+    latency_ms: int | None
+    http_status: int | None
+    ebay_error_code: str | None
+    ebay_request_id: str | None
+    api: str | None
+    detail: str | None
+
+
+class HealthCheckPage(BaseModel):
+    items: list[HealthCheckItem]
+    next_cursor: str | None
+
+
+class WorkQueued(BaseModel):
+    """What was asked of the workers."""
+
+    command_id: uuid.UUID
+    kind: Literal["refresh", "health"]
+    account_id: uuid.UUID
+    reason: str
+    dedup_id: str = Field(description="JetStream Nats-Msg-Id: repeats with the same id collapse.")
+    token_version: int | None = None
+    slot: int | None = None
+
+
+class SortKey(StrEnum):
+    HOUSE_NAME = "house_name"
+    HOUSE_NAME_DESC = "-house_name"
+    CREATED_AT = "created_at"
+    CREATED_AT_DESC = "-created_at"
+    TOKEN_EXPIRES_AT = "token_expires_at"  # noqa: S105 (a column name)
+    TOKEN_EXPIRES_AT_DESC = "-token_expires_at"  # noqa: S105
+    LAST_HEALTH_AT = "last_health_at"
+    LAST_HEALTH_AT_DESC = "-last_health_at"
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer has this shape."""
+
+    error: str = Field(description="A stable machine-readable code, e.g. `not_found`.")
+    message: str = Field(description="What went wrong, for a person.")
+    fields: list[FieldError] = Field(default_factory=list)
+    request_id: str | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": "conflict",
+                    "message": "house name 'Warehouse-A' is already used by another active account",
+                    "fields": [],
+                    "request_id": "4bf92f3577b34da6",
+                }
+            ]
+        }
+    )
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
+    """OpenAPI `responses=` for the given error status codes."""
+    descriptions = {
+        401: "Missing or invalid bearer token (see `WWW-Authenticate`).",
+        403: "The token's role may not do this (viewers only read).",
+        404: "No such account in your organisation.",
+        409: "The change conflicts with the account's state or another account.",
+        422: "The request is invalid; `fields` says which field and why.",
+        502: "eBay answered with an error.",
+        503: "A dependency (database, NATS, eBay) is not reachable.",
+    }
+    return {code: {"model": ErrorBody, "description": descriptions[code]} for code in codes}

@@ -1,0 +1,24 @@
+"""What every service function needs to know about the request it serves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from connector_api.auth import Principal
+from connector_common.events import utcnow
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """The caller, the request id for the audit log, and the NATS namespace for the outbox."""
+
+    principal: Principal
+    namespace: str
+    request_id: str | None = None
+    now: datetime = field(default_factory=utcnow)
+
+    @property
+    def actor(self) -> str:
+        """Who is acting, as the audit log and events record it (the JWT subject)."""
+        return self.principal.subject

@@ -1,0 +1,163 @@
+"""Settings of the API: the common ones plus the ``api`` group (``CONNECTOR_API__...``).
+
+JWT validation follows RFC 8725: the accepted algorithms come from here, never from a token.
+Keys come from a JWKS URL (production: the company's identity provider) or, only with
+``CONNECTOR_ENV=development``, from a shared HS256 secret that ``connector token mint`` uses.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+
+from connector_common.settings import CommonSettings, Environment, SettingsError, is_placeholder
+
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+DEV_ALGORITHM = "HS256"
+DEV_ISSUER = "connector-dev"
+DEV_AUDIENCE = "connector-api"
+
+
+class JwtSettings(BaseModel):
+    """How bearer tokens are checked (``CONNECTOR_API__JWT__...``)."""
+
+    issuer: str = DEV_ISSUER
+    audience: str = DEV_AUDIENCE
+    # Pinned algorithms. Empty means: RS256 with a JWKS URL, HS256 with the dev secret.
+    algorithms: list[str] = Field(default_factory=list)
+    jwks_url: str | None = None
+    dev_secret: SecretStr | None = None
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
+    # Keys are re-read this often, and at most this often when a token names an unknown kid.
+    jwks_cache_seconds: float = Field(default=600.0, gt=0)
+    jwks_min_refresh_seconds: float = Field(default=30.0, ge=0)
+    jwks_timeout_seconds: float = Field(default=5.0, gt=0)
+    org_claim: str = "org_id"
+    roles_claim: str = "roles"
+
+    @field_validator("algorithms", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [a for a in value.replace(",", " ").split() if a]
+        return value
+
+    @field_validator("dev_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (an HS256 key needs 256 bits)")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        for algorithm in self.algorithms:
+            if algorithm.lower() == "none":
+                raise ValueError("'none' is never an accepted JWT algorithm")
+            if algorithm not in ASYMMETRIC_ALGORITHMS and algorithm != DEV_ALGORITHM:
+                raise ValueError(f"unsupported JWT algorithm {algorithm!r}")
+        symmetric = [a for a in self.algorithms if a not in ASYMMETRIC_ALGORITHMS]
+        if self.jwks_url and symmetric:
+            raise ValueError("a JWKS URL serves public keys: pin asymmetric algorithms only")
+        if not self.jwks_url and self.algorithms and self.algorithms != [DEV_ALGORITHM]:
+            raise ValueError("without a JWKS URL only the development HS256 secret is possible")
+        return self
+
+    @property
+    def pinned_algorithms(self) -> list[str]:
+        """The algorithms a token may use."""
+        if self.algorithms:
+            return list(self.algorithms)
+        return ["RS256"] if self.jwks_url else [DEV_ALGORITHM]
+
+
+class OidcSettings(BaseModel):
+    """Optional OpenID Connect login for the admin page (``CONNECTOR_API__OIDC__...``)."""
+
+    issuer: str | None = None  # discovery at {issuer}/.well-known/openid-configuration
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile"])
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256"])
+    timeout_seconds: float = Field(default=5.0, gt=0)
+
+    @field_validator("scopes", "algorithms", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [s for s in value.replace(",", " ").split() if s]
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        """True when a person can log in through the identity provider."""
+        return bool(self.issuer and self.client_id)
+
+
+class ApiGroup(BaseModel):
+    """``CONNECTOR_API__*``."""
+
+    public_url: str = "http://127.0.0.1:8000"
+    jwt: JwtSettings = JwtSettings()
+    oidc: OidcSettings = OidcSettings()
+    # Signs admin sessions, CSRF tokens, flash messages and list cursors. Several replicas
+    # must share it. Development generates one per process when it is missing.
+    session_secret: SecretStr | None = None
+    session_ttl_seconds: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
+    oauth_state_ttl_seconds: int = Field(default=600, ge=60, le=3600)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    declare_streams: bool = True  # declare the JetStream streams at start-up (idempotent)
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies get the Secure flag when the API is served over https."""
+        return self.public_url.startswith("https://")
+
+
+class ApiSettings(CommonSettings):
+    """What `connector api` reads."""
+
+    service_name: str = "connector-api"
+    api: ApiGroup = ApiGroup()
+
+    @model_validator(mode="after")
+    def _api_secrets(self) -> Self:
+        jwt = self.api.jwt
+        if self.env is Environment.DEVELOPMENT:
+            if not jwt.jwks_url and jwt.dev_secret is None:
+                raise SettingsError(
+                    "CONNECTOR_API__JWT__JWKS_URL or CONNECTOR_API__JWT__DEV_SECRET must be set"
+                )
+            return self
+        problems: list[str] = []
+        if jwt.dev_secret is not None:
+            problems.append(
+                "CONNECTOR_API__JWT__DEV_SECRET is only accepted with CONNECTOR_ENV=development"
+            )
+        if not jwt.jwks_url:
+            problems.append("CONNECTOR_API__JWT__JWKS_URL is missing")
+        secret = self.api.session_secret
+        if secret is None or is_placeholder(secret.get_secret_value()):
+            problems.append("CONNECTOR_API__SESSION_SECRET is missing or a placeholder")
+        elif len(secret.get_secret_value()) < 32:
+            problems.append("CONNECTOR_API__SESSION_SECRET must be at least 32 characters")
+        oidc = self.api.oidc
+        if oidc.enabled and (
+            oidc.client_secret is None or is_placeholder(oidc.client_secret.get_secret_value())
+        ):
+            problems.append("CONNECTOR_API__OIDC__CLIENT_SECRET is missing or a placeholder")
+        if problems:
+            raise SettingsError(
+                f"CONNECTOR_ENV={self.env.value} refuses to start: " + "; ".join(problems)
+            )
+        return self
