@@ -61,7 +61,7 @@ async def work_messages(
 
     info = await js.stream_info(topology.work_stream)
     found: list[dict[str, object]] = []
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+    for seq in range(max(1, info.state.first_seq), info.state.last_seq + 1):
         try:
             msg = await js.get_msg(topology.work_stream, seq)
         except NotFoundError:

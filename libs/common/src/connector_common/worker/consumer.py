@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from connector_common.logs import get_logger
 from connector_common.redaction import redact_text
 from connector_common.settings import NatsSettings
 from connector_common.telemetry import extract_trace_context
+from connector_common.worker.backoff import retry_delay
 from connector_common.worker.deadletter import DeadLetter, DeadLetters
 from connector_common.worker.probes import Progress
 from connector_common.worker.settings import ConsumerSettings
@@ -79,15 +79,6 @@ class Delivery:
 Handler = Callable[[bytes, Delivery], Awaitable[Settle]]
 
 
-def retry_delay(attempt: int, base: float, cap: float, *, at_least: float | None = None) -> float:
-    """Exponential backoff with jitter; never shorter than what eBay asked us to wait."""
-    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
-    delay: float = ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter
-    if at_least is not None:
-        delay = max(delay, at_least)
-    return delay
-
-
 def create_broker(nats: NatsSettings, settings: ConsumerSettings, name: str) -> NatsBroker:
     """A FastStream NATS broker whose stop waits for in-flight handlers (graceful timeout)."""
     options: dict[str, Any] = {
@@ -123,8 +114,11 @@ class WorkConsumer:
         dead_letters: DeadLetters,
         progress: Progress,
         tracer: trace.Tracer,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         self.kind = kind
+        self._on_idle = on_idle
+        self._in_work = 0
         self._stream = stream
         self._durable = durable
         self._settings = settings
@@ -184,6 +178,7 @@ class WorkConsumer:
             stream_seq=int(metadata.sequence.stream),
         )
         token = self._progress.started()
+        self._in_work += 1
         started = time.monotonic()
         try:
             if self.stopping:
@@ -206,6 +201,9 @@ class WorkConsumer:
                 await self._apply(msg, raw.data or b"", delivery, settle)
         finally:
             self._progress.finished(token)
+            self._in_work -= 1
+            if self._in_work == 0 and self._on_idle is not None:
+                self._on_idle()  # the batch is done: e.g. its summary line
             log.debug(
                 "message settled",
                 kind=self.kind,
