@@ -29,7 +29,12 @@ from tests.fixtures.infra import (
     postgres_server,
     unique_name,
 )
-from tests.fixtures.sandbox import ebay_client, ebay_settings, sandbox  # noqa: F401 - fixtures
+from tests.fixtures.sandbox import (  # noqa: F401 - fixtures
+    ebay_client,
+    ebay_settings,
+    sandbox,
+    sandbox_server,
+)
 
 
 @pytest.fixture(scope="session")

@@ -58,6 +58,7 @@ class Call:
     form: dict[str, str] = field(default_factory=dict)
     outcome: str = "ok"
     request_id: str = field(default_factory=tokens.request_id)
+    generation: int = 0
 
     def seller_names(self) -> tuple[str, ...]:
         """Names a fault or log filter may use for this call's seller."""
@@ -93,6 +94,7 @@ class EbayRoute:
         arrived = time.time()
         started = time.perf_counter()
         call = Call(self.route, Request(scope, receive), self.style, self.api)
+        call.generation = self.sandbox.state.generation
         await self.identify(call)
         fault = self.sandbox.faults.pick(self.route, call.seller_names(), call.client_id)
         response: Response | None = None
@@ -162,7 +164,8 @@ class EbayRoute:
                 client_id=call.client_id,
                 request_id=call.request_id,
                 duration_ms=(time.perf_counter() - started) * 1000,
-            )
+            ),
+            call.generation,
         )
 
 

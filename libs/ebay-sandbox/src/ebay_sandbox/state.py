@@ -221,11 +221,14 @@ class SandboxState:
         self.refresh_token_lifetime = config.refresh_token_lifetime
         self.rotate_refresh_tokens = config.rotate_refresh_tokens
         self._issued_since_purge = 0
+        # Bumped by reset: a request that arrived before a reset is not logged after it.
+        self.generation = 0
         self.reset()
 
     def reset(self) -> None:
         """Back to the start-up state: configured apps, demo sellers, nothing else."""
         with self.lock:
+            self.generation += 1
             self.apps = {app.client_id: app for app in self.config.apps}
             self.sellers.clear()
             self.usernames.clear()
@@ -398,9 +401,10 @@ class SandboxState:
             self.usage[key] = used
         return used
 
-    def log_call(self, record: CallRecord) -> None:
-        """Append to the call log (deque appends are atomic)."""
-        self.calls.append(record)
+    def log_call(self, record: CallRecord, generation: int) -> None:
+        """Append to the call log, unless the sandbox was reset since the call arrived."""
+        if generation == self.generation:
+            self.calls.append(record)  # deque appends are atomic
 
     def find_calls(
         self,
