@@ -7,22 +7,13 @@ from pydantic import ValidationError
 from connector_common.ebay import EbayClient
 from connector_common.events import RefreshToken
 from connector_common.tokens.store import RefreshOutcome, RefreshResult, TokenStore
-from connector_common.worker.consumer import Delivery, Handler, Settle
+from connector_common.worker.consumer import Delivery, Handler, Settle, describe
 from connector_common.worker.runtime import WorkerContext
 from connector_common.worker.summary import BatchSummary
 from connector_token_refresher.service import refresh_account
 
 # A little past the other holder's lease end, so its result is written before we look again.
 BUSY_MARGIN_SECONDS = 0.5
-
-
-def describe(error: ValidationError) -> str:
-    """What is wrong with a message, naming fields only (the input may hold anything)."""
-    problems = [
-        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-        for e in error.errors(include_input=False, include_url=False)
-    ]
-    return "; ".join(problems)[:250]
 
 
 def settle(result: RefreshResult) -> Settle:

@@ -27,6 +27,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import DeliverPolicy
 from opentelemetry import trace
+from pydantic import ValidationError
 
 from connector_common.logs import get_logger
 from connector_common.redaction import redact_text
@@ -77,6 +78,15 @@ class Delivery:
 
 
 Handler = Callable[[bytes, Delivery], Awaitable[Settle]]
+
+
+def describe(error: ValidationError) -> str:
+    """What is wrong with a message, naming fields only (the input may hold anything)."""
+    problems = [
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+        for e in error.errors(include_input=False, include_url=False)
+    ]
+    return "; ".join(problems)[:250]
 
 
 def create_broker(nats: NatsSettings, settings: ConsumerSettings, name: str) -> NatsBroker:

@@ -1,0 +1,74 @@
+"""A message that ran out of deliveries unsettled is moved from WORK to the DLQ."""
+
+from __future__ import annotations
+
+import contextlib
+
+from nats.aio.client import Client as NatsClient
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from connector_common.messaging import Topology
+from connector_common.worker.deadletter import (
+    DELIVERIES_HEADER,
+    REASON_HEADER,
+    DeadLetters,
+    MaxDeliveriesWatcher,
+)
+from tests.fixtures.pipeline import dead_letters, eventually, work_left
+
+
+async def test_an_exhausted_message_is_dead_lettered_from_its_advisory(
+    nats_client: NatsClient, js: JetStreamContext, topology: Topology
+) -> None:
+    durable = topology.refresher_durable
+    await js.add_consumer(
+        topology.work_stream,
+        ConsumerConfig(
+            durable_name=durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=1,
+            max_deliver=2,
+            filter_subject=topology.refresh_subject,
+        ),
+    )
+    watcher = MaxDeliveriesWatcher(
+        nats_client,
+        js,
+        DeadLetters(js, topology),
+        kind="refresh",
+        stream=topology.work_stream,
+        consumer=durable,
+    )
+    await watcher.start()
+    subscription = await js.pull_subscribe_bind(durable, topology.work_stream)
+    try:
+        await js.publish(
+            topology.refresh_subject, b'{"poison": true}', headers={"Nats-Msg-Id": "p-1"}
+        )
+        for _ in range(2):  # a worker that dies on it twice: never acks
+            [msg] = await subscription.fetch(1, timeout=5)
+            assert msg.data == b'{"poison": true}'
+        # Live workers keep a pull waiting: that is when JetStream notices the limit.
+        with contextlib.suppress(NatsTimeoutError):
+            await subscription.fetch(1, timeout=3)
+
+        async def moved() -> bool:
+            return len(await dead_letters(js, topology)) == 1
+
+        await eventually(moved, timeout=10, what="the dead letter")
+        await eventually(lambda: _empty(js, topology), what="WORK emptied")
+    finally:
+        await subscription.unsubscribe()
+        await watcher.stop()
+    [(subject, headers, payload)] = await dead_letters(js, topology)
+    assert subject == topology.dlq_subject("refresh")
+    assert payload == b'{"poison": true}'
+    assert headers[REASON_HEADER].startswith("max deliveries (2)")
+    assert headers[DELIVERIES_HEADER] == "2"
+    assert headers["Connector-Original-Msg-Id"] == "p-1"
+
+
+async def _empty(js: JetStreamContext, topology: Topology) -> bool:
+    return await work_left(js, topology) == 0
