@@ -21,10 +21,13 @@ from connector_api.app import create_app
 from connector_api.devtokens import mint_dev_token
 from connector_api.settings import ApiSettings
 from connector_api.state import AppState
+from connector_common.db.engine import unit_of_work
+from connector_common.db.models import EbayAccount, Organisation
 from connector_common.events import Event, parse_event
 from connector_common.messaging import Topology
 from connector_common.settings import EbaySettings
 from connector_common.telemetry import setup_telemetry
+from tests.fixtures.factories import make_account, make_token
 from tests.fixtures.idp import idp  # noqa: F401 (fixture)
 from tests.fixtures.sandbox import SandboxHandle
 
@@ -201,3 +204,23 @@ async def events_of(
     finally:
         await sub.unsubscribe()
     return found
+
+
+async def seed_account(
+    api: Api,
+    house_name: str,
+    org: str = "org-a",
+    *,
+    token: bool = True,
+    **fields: Any,
+) -> EbayAccount:
+    """An account (and by default a token) written straight to the database."""
+    org_id = await api.state.orgs.resolve(org)
+    async with unit_of_work(api.state.sessions) as session:
+        organisation = await session.get(Organisation, org_id)
+        assert organisation is not None
+        token_fields = {k[6:]: fields.pop(k) for k in list(fields) if k.startswith("token_")}
+        account = await make_account(session, organisation, house_name, **fields)
+        if token:
+            await make_token(session, account, api.state.cipher, **token_fields)
+    return account

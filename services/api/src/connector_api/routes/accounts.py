@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
+from pydantic import StringConstraints
 
 from connector_api.deps import AccountIdDep, ContextDep, SessionDep, StateDep
 from connector_api.repository import AccountFilter
@@ -20,6 +21,7 @@ from connector_api.schemas import (
 from connector_api.services import accounts as service
 from connector_common.status import AccountStatus
 
+MarketplaceId = Annotated[str, StringConstraints(pattern=r"^EBAY_[A-Z_]{2,30}$")]
 router = APIRouter(prefix="/ebay-accounts", tags=["accounts"])
 
 READ_ERRORS = error_responses(401, 403, 404, 422)
@@ -38,8 +40,7 @@ async def list_accounts(
         str | None, Query(max_length=500, description="Exact purpose (case-insensitive).")
     ] = None,
     marketplace: Annotated[
-        list[str] | None,
-        Query(description="Marketplace ids, e.g. EBAY_GB.", pattern=r"^EBAY_[A-Z_]{2,30}$"),
+        list[MarketplaceId] | None, Query(description="Marketplace ids, e.g. EBAY_GB.")
     ] = None,
     active: Annotated[bool | None, Query(description="Only active (or deactivated).")] = None,
     sort: Annotated[SortKey, Query(description="Sort key; '-' for descending.")] = (
