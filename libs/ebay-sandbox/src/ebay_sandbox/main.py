@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -113,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(  # noqa: T201 - the one line a person starting it by hand needs
         f"eBay sandbox listening on http://{args.host}:{args.port}", file=sys.stderr, flush=True
     )
+    # uvicorn handles SIGTERM (graceful shutdown), then re-raises it to the handler that was
+    # installed before it ran; a no-op one there makes SIGTERM a clean exit with status 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run()
     return 0 if server.started else 1
 
