@@ -50,7 +50,8 @@ async def test_renamed_seller_keeps_its_user_id(
     ("path", "body", "status"),
     [
         ("/sellers", {"username": "x", "site_id": 999}, 400),
-        ("/sellers", {"username": "demo_us_seller"}, 400),
+        ("/sellers", {"username": "x"}, 400),
+        ("/sellers", {"username": "demo_us_seller", "site_id": 0}, 400),
         ("/sellers", {}, 400),
         ("/sellers/nobody/suspend", {}, 404),
         ("/consent", {"seller": "demo_us_seller", "client_id": "unknown", "scopes": ["x"]}, 400),
@@ -147,7 +148,7 @@ async def test_call_log_filters_by_seller_route_and_since(
 async def test_reset_restores_start_up_state(
     sandbox: SandboxHandle, ebay_client: EbayClient
 ) -> None:
-    sandbox.create_seller("temporary")
+    sandbox.create_seller("temporary", site_id=186)
     sandbox.fault("token", "error")
     sandbox.settings(access_token_lifetime=3)
     sandbox.reset()

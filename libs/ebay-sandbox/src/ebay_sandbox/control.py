@@ -129,7 +129,9 @@ class ControlRoutes:
             username = body.get("username")
             if not isinstance(username, str):
                 raise SandboxError("username is required")
-            site = body.get("site_id", body.get("marketplace_id", body.get("site", 0)))
+            site = body.get("site_id", body.get("marketplace_id"))
+            if site is None:  # no default site: a seller lives on the site it registered on
+                raise SandboxError("site_id or marketplace_id is required")
             seller = self.state.create_seller(
                 username,
                 site,

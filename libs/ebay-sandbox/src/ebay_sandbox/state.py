@@ -258,7 +258,7 @@ class SandboxState:
     def create_seller(
         self,
         username: str,
-        site: str | int = 0,
+        site: str | int,
         *,
         account_type: str = "INDIVIDUAL",
         store_owner: bool = False,
