@@ -157,3 +157,21 @@ async def test_unknown_api_context_is_a_request_error(
         headers={"Authorization": f"Bearer {app}"},
     )
     assert response.status_code == 400
+
+
+async def test_access_tokens_expire_after_their_lifetime(
+    http: httpx.AsyncClient, sandbox: SandboxHandle, ebay_client: EbayClient
+) -> None:
+    import asyncio
+    from datetime import UTC, datetime
+
+    sandbox.settings(access_token_lifetime=1)
+    token = await ebay_client.exchange_code(sandbox.grant("demo_uk_seller"))
+    await asyncio.sleep(max((token.access_expires_at - datetime.now(UTC)).total_seconds(), 0))
+    access = token.access_token.get_secret_value()
+    trading = await http.post("/ws/api.dll", content=GET_USER, headers=_trading_headers(access))
+    assert _error_code(trading) == "21917053"
+    identity = await http.get(
+        "/commerce/identity/v1/user/", headers={"Authorization": f"Bearer {access}"}
+    )
+    assert identity.status_code == 401

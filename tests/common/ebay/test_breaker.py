@@ -212,3 +212,23 @@ async def test_memory_store_follows_the_same_state_machine() -> None:
     await breaker.record(probe, None)
     assert await breaker.state("k") is None
     assert not (await breaker.acquire("k")).probe
+
+
+async def test_unreachable_breaker_store_lets_calls_through(
+    sandbox: SandboxHandle, breaker_settings: EbaySettings
+) -> None:
+    from pydantic import SecretStr
+
+    from connector_cli.embedded import free_port
+    from connector_common.db.engine import create_engine
+    from connector_common.settings import DatabaseSettings
+
+    url = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none"
+    engine = create_engine(DatabaseSettings(url=SecretStr(url)), application_name="tests")
+    store = PostgresBreakerStore(create_session_factory(engine))
+    breaker = CircuitBreaker.from_settings(breaker_settings, store)
+    async with EbayClient(breaker_settings, breaker=breaker) as client:
+        token = await client.exchange_code(sandbox.grant("demo_us_seller"))
+        user = await client.get_user(token.access_token.get_secret_value(), account_key="k")
+    await engine.dispose()
+    assert user.user_id == "demo_us_seller"  # the breaker protects; it is not the outage

@@ -116,7 +116,12 @@ class CircuitBreaker:
             and snapshot.probe_until > snapshot.now
         ):
             raise CircuitOpen(key, snapshot.probe_until)
-        if await self.store.claim_probe(key, self.probe_seconds):
+        try:
+            claimed = await self.store.claim_probe(key, self.probe_seconds)
+        except Exception as exc:
+            log.warning("breaker_store_unavailable", breaker_key=key, error=type(exc).__name__)
+            return Permit(key, tracked=False)
+        if claimed:
             log.info("breaker_probe_claimed", breaker_key=key)
             return Permit(key, probe=True)
         raise CircuitOpen(key, snapshot.now + timedelta(seconds=self.probe_seconds))

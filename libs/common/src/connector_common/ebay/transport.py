@@ -146,15 +146,22 @@ class EbayTransport:
             return error.retry_after  # exactly what eBay asked for: never earlier
         return float(self._backoff(state))
 
-    def _before_sleep(self, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        log.info(
-            "ebay_call_retry",
-            attempt=state.attempt_number,
-            wait_seconds=round(state.upcoming_sleep, 3),
-            error_kind=getattr(error, "kind", type(error).__name__),
-            error_code=getattr(error, "error_code", None),
-        )
+    @staticmethod
+    def _before_sleep(spec: CallSpec) -> Callable[[RetryCallState], None]:
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.info(
+                "ebay_call_retry",
+                api=spec.api,
+                operation=spec.operation,
+                account_key=spec.account_key,
+                attempt=state.attempt_number,
+                wait_seconds=round(state.upcoming_sleep, 3),
+                error_kind=getattr(error, "kind", type(error).__name__),
+                error_code=getattr(error, "error_code", None),
+            )
+
+        return before_sleep
 
     async def _with_retries(
         self,
@@ -169,7 +176,7 @@ class EbayTransport:
             stop=stop_after_attempt(self.settings.max_attempts) | _StopOverBudget(self),
             wait=self._wait,
             retry=retry_if_exception(retry),
-            before_sleep=self._before_sleep,
+            before_sleep=self._before_sleep(spec),
             reraise=True,
         )
         async for attempt in retrying:
