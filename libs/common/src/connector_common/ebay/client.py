@@ -28,24 +28,17 @@ from connector_common.ebay.models import (
     AppToken,
     CallMeta,
     IdentityUser,
-    Rate,
-    RateLimitApi,
-    RateLimitResource,
     RateLimits,
     TradingUser,
     UserToken,
 )
+from connector_common.ebay.parsers import parse_identity, parse_rate_limits, parse_trading_user
 from connector_common.ebay.refresh_retry import call_with_token_refresh
-from connector_common.ebay.sites import UnknownSiteError, site_by_code, site_by_id
+from connector_common.ebay.sites import site_by_id
 from connector_common.ebay.transport import EbayTransport, retry_unsent
 from connector_common.ebay.wire import (
-    find_text,
     json_body,
     oauth_error,
-    parse_bool,
-    parse_timestamp,
-    rest_error,
-    trading_root,
 )
 from connector_common.redaction import register_secret
 from connector_common.settings import EbaySettings
@@ -289,7 +282,7 @@ class EbayClient:
             site.site_id,
         )
         result: TradingUser = await self._transport.call(
-            spec, _parse_trading_user, headers=headers, content=GET_USER_BODY
+            spec, parse_trading_user, headers=headers, content=GET_USER_BODY
         )
         return result
 
@@ -307,7 +300,7 @@ class EbayClient:
         spec = CallSpec(
             "identity", "getUser", "GET", self.endpoints.identity_user, account_key, marketplace_id
         )
-        result: IdentityUser = await self._transport.call(spec, _parse_identity, headers=headers)
+        result: IdentityUser = await self._transport.call(spec, parse_identity, headers=headers)
         return result
 
     async def user_rate_limits(
@@ -349,104 +342,7 @@ class EbayClient:
         params = {"api_context": api_context} if api_context else None
         spec = CallSpec("analytics", operation, "GET", url, account_key)
         result: RateLimits = await self._transport.call(
-            spec, _parse_rate_limits, headers=headers, params=params
+            spec, parse_rate_limits, headers=headers, params=params
         )
         self.instruments.record_rate_limits(result)
         return result
-
-
-def _parse_trading_user(response: httpx.Response, meta: CallMeta) -> TradingUser:
-    root = trading_root(response, meta)
-    user = root.find("{urn:ebay:apis:eBLBaseComponents}User")
-    user_id = find_text(user, "UserID") if user is not None else None
-    if user is None or not user_id:
-        raise TransientError(
-            "eBay GetUser answer has no User/UserID", meta=meta, error_code="bad_xml"
-        )
-    seller_info = user.find("{urn:ebay:apis:eBLBaseComponents}SellerInfo")
-    site_code = find_text(user, "Site")
-    try:
-        site = site_by_code(site_code) if site_code else None
-    except UnknownSiteError:
-        site = None  # a site newer than our table: keep the code, do not fail the call
-    return TradingUser(
-        user_id=user_id,
-        eias_token=find_text(user, "EIASToken"),
-        site_code=site_code,
-        site=site,
-        status=find_text(user, "Status"),
-        registration_date=parse_timestamp(find_text(user, "RegistrationDate")),
-        email=find_text(user, "Email"),
-        seller_good_standing=(
-            parse_bool(find_text(seller_info, "GoodStanding")) if seller_info is not None else None
-        ),
-        store_owner=(
-            parse_bool(find_text(seller_info, "StoreOwner")) if seller_info is not None else None
-        ),
-        meta=meta,
-    )
-
-
-def _parse_identity(response: httpx.Response, meta: CallMeta) -> IdentityUser:
-    if response.status_code != 200:
-        raise rest_error(response, meta, "eBay Identity")
-    body = json_body(response, meta, "eBay Identity")
-    user_id = body.get("userId")
-    if not isinstance(user_id, str) or not user_id:
-        raise TransientError("eBay Identity answer has no userId", meta=meta, error_code="bad_json")
-
-    def text(name: str) -> str | None:
-        value = body.get(name)
-        return str(value) if value is not None else None
-
-    return IdentityUser(
-        user_id=user_id,
-        username=text("username"),
-        account_type=text("accountType"),
-        registration_marketplace_id=text("registrationMarketplaceId"),
-        status=text("status"),
-        meta=meta,
-    )
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _parse_rate_limits(response: httpx.Response, meta: CallMeta) -> RateLimits:
-    if response.status_code == 204:
-        return RateLimits((), meta)
-    if response.status_code != 200:
-        raise rest_error(response, meta, "eBay Analytics")
-    body = json_body(response, meta, "eBay Analytics")
-    apis: list[RateLimitApi] = []
-    for entry in body.get("rateLimits") or []:
-        if not isinstance(entry, dict):
-            continue
-        resources = tuple(
-            RateLimitResource(
-                name=str(resource.get("name", "")),
-                rates=tuple(
-                    Rate(
-                        count=_int(rate.get("count")),
-                        limit=_int(rate.get("limit")),
-                        remaining=_int(rate.get("remaining")),
-                        reset=parse_timestamp(rate.get("reset")),
-                        time_window_seconds=_int(rate.get("timeWindow")),
-                    )
-                    for rate in resource.get("rates") or []
-                    if isinstance(rate, dict)
-                ),
-            )
-            for resource in entry.get("resources") or []
-            if isinstance(resource, dict)
-        )
-        apis.append(
-            RateLimitApi(
-                api_context=str(entry.get("apiContext", "")),
-                api_name=str(entry.get("apiName", "")),
-                api_version=entry.get("apiVersion"),
-                resources=resources,
-            )
-        )
-    return RateLimits(tuple(apis), meta)
