@@ -135,3 +135,13 @@ async def test_code_exchange_is_not_retried_once_the_request_was_sent(
     with pytest.raises(TransientError):
         await ebay_client.exchange_code(code)
     assert len(sandbox.calls(route="token")) == 1  # a single-use code is never sent twice
+
+
+async def test_429_without_retry_after_is_retried_with_backoff(
+    sandbox: SandboxHandle, ebay_client: EbayClient
+) -> None:
+    access = await _access_token(sandbox, ebay_client, "demo_us_seller")
+    sandbox.fault("identity", "rate_limit", count=1)  # no Retry-After header
+    user = await ebay_client.identity_user(access)
+    assert user.username == "demo_us_seller"
+    assert [c["status"] for c in sandbox.calls(route="identity")] == [429, 200]
