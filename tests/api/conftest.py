@@ -4,7 +4,11 @@ namespace, called over ASGI with httpx; tokens minted with the development secre
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
+import os
 import secrets
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,9 +30,10 @@ from connector_common.db.models import EbayAccount, Organisation
 from connector_common.events import Event, parse_event
 from connector_common.messaging import Topology
 from connector_common.settings import EbaySettings
-from connector_common.telemetry import setup_telemetry
+from connector_common.telemetry import Telemetry, setup_telemetry
 from tests.fixtures.factories import make_account, make_token
 from tests.fixtures.idp import idp  # noqa: F401 (fixture)
+from tests.fixtures.infra import PostgresServer, unique_name
 from tests.fixtures.sandbox import SandboxHandle
 
 API_URL = "http://api.test"
@@ -51,16 +56,22 @@ class Api:
     client: httpx.AsyncClient
     settings: ApiSettings
     dev_secret: str
+    default_org: str = "org-a"
 
     @property
     def state(self) -> AppState:
         state: AppState = self.app.state.connector
         return state
 
-    def token(self, org: str = "org-a", role: str = "admin", sub: str = "alice", **kw: Any) -> str:
+    def token(
+        self, org: str | None = None, role: str = "admin", sub: str = "alice", **kw: Any
+    ) -> str:
+        org = org or self.default_org
         return mint_dev_token(self.dev_secret, org=org, role=role, subject=sub, **kw)
 
-    def auth(self, org: str = "org-a", role: str = "admin", sub: str = "alice") -> dict[str, str]:
+    def auth(
+        self, org: str | None = None, role: str = "admin", sub: str = "alice"
+    ) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(org, role, sub)}"}
 
     async def wait_relay(self) -> None:
@@ -76,9 +87,11 @@ class Api:
 
 
 @asynccontextmanager
-async def running_api(settings: ApiSettings, dev_secret: str) -> AsyncIterator[Api]:
+async def running_api(
+    settings: ApiSettings, dev_secret: str, telemetry: Telemetry | None = None
+) -> AsyncIterator[Api]:
     """Start the app's lifespan and yield a client on it."""
-    telemetry = setup_telemetry(settings.otel, "connector-api-test", set_global=False)
+    telemetry = telemetry or setup_telemetry(settings.otel, "connector-api-test", set_global=False)
     app = create_app(settings, telemetry=telemetry)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -127,6 +140,30 @@ async def api(api_settings: ApiSettings, dev_secret: str) -> AsyncIterator[Api]:
     """The API without a reachable eBay (for everything but connecting)."""
     async with running_api(api_settings, dev_secret) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+async def shared_api(
+    pg_server: PostgresServer, template_db: str, nats_url: str
+) -> AsyncIterator[Api]:
+    """One API and database for a whole module, for tests that isolate themselves by org
+    (each uses org names of its own); saves a database and a start-up per test."""
+    name = unique_name("connector_api_")
+    url = pg_server.create_database(name, template=template_db)
+    keys = f"k1:{base64.b64encode(os.urandom(32)).decode()}"
+    secret = secrets.token_urlsafe(32)
+    settings = make_settings(url, nats_url, unique_name("t"), keys, secret)
+    try:
+        async with running_api(settings, secret) as running:
+            yield running
+    finally:
+        pg_server.drop_database(name)
+
+
+@pytest.fixture
+def org_api(shared_api: Api) -> Api:
+    """The module's shared API, acting for an org of this test alone."""
+    return dataclasses.replace(shared_api, default_org=f"org-{uuid.uuid4().hex[:10]}")
 
 
 @pytest.fixture
@@ -209,13 +246,13 @@ async def events_of(
 async def seed_account(
     api: Api,
     house_name: str,
-    org: str = "org-a",
+    org: str | None = None,
     *,
     token: bool = True,
     **fields: Any,
 ) -> EbayAccount:
     """An account (and by default a token) written straight to the database."""
-    org_id = await api.state.orgs.resolve(org)
+    org_id = await api.state.orgs.resolve(org or api.default_org)
     async with unit_of_work(api.state.sessions) as session:
         organisation = await session.get(Organisation, org_id)
         assert organisation is not None

@@ -22,6 +22,12 @@ from connector_common.events import utcnow
 from tests.api.conftest import Api, seed_account
 
 
+@pytest.fixture
+def api(org_api: Api) -> Api:
+    """These tests share one API and database, each with an org of its own."""
+    return org_api
+
+
 async def list_accounts(api: Api, **params: Any) -> dict[str, Any]:
     response = await api.client.get("/ebay-accounts", params=params, headers=api.auth())
     assert response.status_code == 200, response.text
@@ -34,8 +40,23 @@ def names(page: dict[str, Any]) -> list[str]:
 
 
 async def outbox(api: Api) -> list[OutboxMessage]:
+    """This test's org's messages: events name the org in the subject, commands in the body."""
+    org_id = str(await api.state.orgs.resolve(api.default_org))
     async with api.state.sessions() as session:
-        rows = await session.scalars(select(OutboxMessage).order_by(OutboxMessage.created_at))
+        rows = await session.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.subject.contains(org_id) | OutboxMessage.payload.contains(org_id))
+            .order_by(OutboxMessage.created_at)
+        )
+        return list(rows.all())
+
+
+async def audit(api: Api) -> list[AuditEntry]:
+    org_id = await api.state.orgs.resolve(api.default_org)
+    async with api.state.sessions() as session:
+        rows = await session.scalars(
+            select(AuditEntry).where(AuditEntry.org_id == org_id).order_by(AuditEntry.id)
+        )
         return list(rows.all())
 
 
@@ -209,11 +230,10 @@ async def test_rename_changes_the_name_and_records_old_and_new(api: Api) -> None
     assert message.subject.endswith(f".events.{account.org_id}.account.renamed")
     assert '"old_house_name":"Warehouse-A"' in message.payload
     assert '"new_house_name":"Montreal"' in message.payload
-    async with api.state.sessions() as session:
-        [audit] = (await session.scalars(select(AuditEntry))).all()
-    assert (audit.action, audit.house_name, audit.actor) == ("account.renamed", "Montreal", "alice")
-    assert audit.details == {"old_house_name": "Warehouse-A"}
-    assert audit.request_id == response.headers["x-request-id"]
+    [entry] = await audit(api)
+    assert (entry.action, entry.house_name, entry.actor) == ("account.renamed", "Montreal", "alice")
+    assert entry.details == {"old_house_name": "Warehouse-A"}
+    assert entry.request_id == response.headers["x-request-id"]
 
 
 async def test_rename_does_not_rewrite_earlier_history(api: Api) -> None:
@@ -222,9 +242,7 @@ async def test_rename_does_not_rewrite_earlier_history(api: Api) -> None:
     await api.client.patch(
         f"/ebay-accounts/{account.id}", json={"house_name": "New"}, headers=api.auth()
     )
-    async with api.state.sessions() as session:
-        audit = (await session.scalars(select(AuditEntry).order_by(AuditEntry.id))).all()
-    assert [(a.action, a.house_name) for a in audit] == [
+    assert [(a.action, a.house_name) for a in await audit(api)] == [
         ("account.deactivated", "Old"),
         ("account.renamed", "New"),
     ]
@@ -361,14 +379,15 @@ async def test_delete_removes_account_tokens_and_history_but_keeps_a_clean_audit
     async with api.state.sessions() as session:
         assert await session.get(EbayAccount, account.id) is None
         assert await session.get(EbayToken, account.id) is None
-        assert (await session.scalars(select(HealthCheck))).all() == []
-        [audit] = (await session.scalars(select(AuditEntry))).all()
-    assert (audit.action, audit.account_id, audit.house_name) == (
+        history = select(HealthCheck).where(HealthCheck.account_id == account.id)
+        assert (await session.scalars(history)).all() == []
+    [entry] = await audit(api)
+    assert (entry.action, entry.account_id, entry.house_name) == (
         "account.deleted",
         account.id,
         "Gone",
     )
-    text = f"{audit.details} {[m.payload for m in await outbox(api)]}"
+    text = f"{entry.details} {[m.payload for m in await outbox(api)]}"
     for personal in ("private_name", "EIAS==", account.ebay_user_id):
         assert personal not in text
     assert (

@@ -26,6 +26,12 @@ from tests.api.conftest import Api, running_api
 from tests.fixtures.idp import IdentityProvider
 
 
+@pytest.fixture
+def api(org_api: Api) -> Api:
+    """These tests share one API and database, each with an org of its own."""
+    return org_api
+
+
 def _b64(data: dict[str, object]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
@@ -150,12 +156,12 @@ async def test_viewer_may_read_but_not_change(api: Api) -> None:
 
 
 async def test_unknown_org_is_created_once_on_first_use(api: Api) -> None:
-    first = await api.client.get("/ebay-accounts", headers=api.auth(org="brand-new"))
-    second = await api.client.get("/ebay-accounts", headers=api.auth(org="brand-new"))
+    first = await api.client.get("/ebay-accounts", headers=api.auth())
+    second = await api.client.get("/ebay-accounts", headers=api.auth())
     assert first.status_code == second.status_code == 200
     async with api.state.sessions() as session:
         count = await session.scalar(
-            select(func.count()).where(Organisation.external_id == "brand-new")
+            select(func.count()).where(Organisation.external_id == api.default_org)
         )
     assert count == 1
 

@@ -90,23 +90,26 @@ def test_every_route_of_the_app_is_in_the_table(api_settings: ApiSettings) -> No
 
 
 async def snapshot(api: Api, org_id: uuid.UUID) -> list[Any]:
-    """Everything of org A that a route could change, plus the outbox."""
+    """Everything of org A that a route could change, and what it put in the outbox."""
     async with api.state.sessions() as session:
 
         async def rows(stmt: Any) -> list[dict[str, Any]]:
             result = (await session.scalars(stmt)).all()
-            return [
-                {c.key: getattr(r, c.key) for c in r.__table__.columns}
-                for r in result
-            ]
+            return [{c.key: getattr(r, c.key) for c in r.__table__.columns} for r in result]
 
         return [
             await rows(select(EbayAccount).where(EbayAccount.org_id == org_id)),
             await rows(select(EbayToken).join(EbayAccount).where(EbayAccount.org_id == org_id)),
-            await rows(select(HealthCheck)),
+            await rows(select(HealthCheck).join(EbayAccount).where(EbayAccount.org_id == org_id)),
             await rows(select(AuditEntry).where(AuditEntry.org_id == org_id)),
             await rows(select(OAuthState).where(OAuthState.org_id == org_id)),
-            await rows(select(OutboxMessage)),
+            # Events name the org in their subject, commands in their payload.
+            await rows(
+                select(OutboxMessage).where(
+                    OutboxMessage.subject.contains(str(org_id))
+                    | OutboxMessage.payload.contains(str(org_id))
+                )
+            ),
         ]
 
 
@@ -114,6 +117,13 @@ async def snapshot(api: Api, org_id: uuid.UUID) -> list[Any]:
 class Caller:
     org: str
     role: str
+
+
+@pytest.fixture
+def orgs() -> tuple[str, str]:
+    """Org names of this test alone (the API and database are shared by the module)."""
+    suffix = uuid.uuid4().hex[:8]
+    return f"org-a-{suffix}", f"org-b-{suffix}"
 
 
 async def call(
@@ -140,8 +150,8 @@ async def call(
 Setup = Callable[[Api], Awaitable[tuple[uuid.UUID, str]]]
 
 
-async def org_a_with_an_account(api: Api) -> tuple[uuid.UUID, str]:
-    account = await seed_account(api, "Secret-House", org="org-a", username="a_seller")
+async def org_a_with_an_account(api: Api, org: str) -> tuple[uuid.UUID, str]:
+    account = await seed_account(api, "Secret-House", org=org, username="a_seller")
     async with unit_of_work(api.state.sessions) as session:
         session.add(HealthCheck(account_id=account.id, checked_at=utcnow(), outcome="healthy"))
     return account.org_id, str(account.id)
@@ -153,15 +163,18 @@ def assert_nothing_leaked(response: httpx.Response) -> None:
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(ROUTES))
-async def test_another_org_sees_and_changes_nothing(api: Api, method: str, path: str) -> None:
-    org_id, account_id = await org_a_with_an_account(api)
+async def test_another_org_sees_and_changes_nothing(
+    shared_api: Api, orgs: tuple[str, str], method: str, path: str
+) -> None:
+    api = shared_api
+    org_id, account_id = await org_a_with_an_account(api, orgs[0])
     before = await snapshot(api, org_id)
     spec = ROUTES[(method, path)]
-    response = await call(api, method, path, spec, Caller("org-b", "admin"), account_id)
+    response = await call(api, method, path, spec, Caller(orgs[1], "admin"), account_id)
     assert_nothing_leaked(response)
     if path.startswith("/ebay-accounts/{account_id}"):
         assert response.status_code == 404
-        missing = await call(api, method, path, spec, Caller("org-b", "admin"), str(uuid.uuid4()))
+        missing = await call(api, method, path, spec, Caller(orgs[1], "admin"), str(uuid.uuid4()))
         assert (missing.status_code, missing.json()) == (
             404,
             {**response.json(), "request_id": missing.json()["request_id"]},
@@ -176,11 +189,14 @@ async def test_another_org_sees_and_changes_nothing(api: Api, method: str, path:
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(ROUTES))
-async def test_a_viewer_changes_nothing(api: Api, method: str, path: str) -> None:
-    org_id, account_id = await org_a_with_an_account(api)
+async def test_a_viewer_changes_nothing(
+    shared_api: Api, orgs: tuple[str, str], method: str, path: str
+) -> None:
+    api = shared_api
+    org_id, account_id = await org_a_with_an_account(api, orgs[0])
     before = await snapshot(api, org_id)
     spec = ROUTES[(method, path)]
-    response = await call(api, method, path, spec, Caller("org-a", "viewer"), account_id)
+    response = await call(api, method, path, spec, Caller(orgs[0], "viewer"), account_id)
     if spec.kind == "write" and not path.startswith("/admin"):
         assert response.status_code == 403
     if spec.kind == "write" and path.startswith("/admin"):

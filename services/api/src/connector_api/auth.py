@@ -18,12 +18,13 @@ from typing import Any, Protocol
 
 import httpx
 import jwt
+import structlog
 
 from connector_api.errors import Forbidden, Unauthorized
 from connector_api.settings import JwtSettings
-from connector_common.logs import get_logger
 
-log = get_logger(__name__)
+# Resolved at each use, so it follows configure_logging even when imported earlier.
+log = structlog.stdlib.get_logger(__name__)
 
 ROLE_ADMIN = "admin"
 ROLE_VIEWER = "viewer"

@@ -18,10 +18,10 @@ from opentelemetry.propagate import extract
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from connector_common.logs import get_logger
 from connector_common.redaction import redact_text
 
-log = get_logger("connector_api.access")
+# Resolved at each use, so it follows configure_logging even when imported earlier.
+log = structlog.stdlib.get_logger("connector_api.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),

@@ -8,6 +8,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import structlog
 from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,13 +21,13 @@ from connector_api.signing import CursorCodec, Signer
 from connector_common.crypto import TokenCipher
 from connector_common.db.engine import SessionFactory, unit_of_work
 from connector_common.ebay import EbayClient
-from connector_common.logs import get_logger
 from connector_common.messaging import Topology, connect, ensure_streams
 from connector_common.outbox import OutboxRelay
 from connector_common.redaction import redact_text
 from connector_common.telemetry import Telemetry
 
-log = get_logger(__name__)
+# Resolved at each use, so it follows configure_logging even when imported earlier.
+log = structlog.stdlib.get_logger(__name__)
 
 
 class OrgDirectory:

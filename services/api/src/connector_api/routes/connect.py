@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import structlog
 from fastapi import APIRouter, Request, status
 from fastapi.responses import HTMLResponse, Response
 
@@ -21,9 +22,9 @@ from connector_api.sessions import FLASH_COOKIE, FlashKind
 from connector_api.state import AppState
 from connector_common.db.engine import unit_of_work
 from connector_common.events import utcnow
-from connector_common.logs import get_logger
 
-log = get_logger(__name__)
+# Resolved at each use, so it follows configure_logging even when imported earlier.
+log = structlog.stdlib.get_logger(__name__)
 router = APIRouter(tags=["connect"])
 Outcome = tuple[FlashKind, str, int, Literal["connected", "reconnected"] | str]
 
@@ -107,6 +108,8 @@ async def complete_consent(app: AppState, request: Request) -> Outcome:
             )
         async with unit_of_work(app.sessions) as session:
             pending = await service.claim_state(session, params.get("state"), now)
+        context = request.scope.setdefault("state", {}).setdefault("log_context", {})
+        context["org_id"] = str(pending.org_id)  # the callback has no token: the state says
         token, seller = await service.read_seller(app.ebay, params.get("code"))
         async with unit_of_work(app.sessions) as session:
             result = await service.store_connection(

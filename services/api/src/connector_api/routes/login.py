@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
@@ -20,9 +21,9 @@ from connector_api.routes.admin import redirect_with_flash as _redirect
 from connector_api.sessions import LOGIN_CSRF_COOKIE, SESSION_COOKIE
 from connector_api.state import AppState
 from connector_common.events import utcnow
-from connector_common.logs import get_logger
 
-log = get_logger(__name__)
+# Resolved at each use, so it follows configure_logging even when imported earlier.
+log = structlog.stdlib.get_logger(__name__)
 router = APIRouter(prefix="/admin", include_in_schema=False)
 OIDC_COOKIE = "connector_oidc"
 

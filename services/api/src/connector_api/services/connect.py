@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+import structlog
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,10 +40,10 @@ from connector_common.ebay import (
     site_for_marketplace,
 )
 from connector_common.events import AccountConnected, AccountReconnected
-from connector_common.logs import get_logger
 from connector_common.outbox import enqueue_command, enqueue_event
 
-log = get_logger(__name__)
+# Resolved at each use, so it follows configure_logging even when imported earlier.
+log = structlog.stdlib.get_logger(__name__)
 STATE_BYTES = 32
 MAX_STATE_CHARS = 128
 MAX_CODE_CHARS = 2048  # eBay documents at most 1024; leave room, but bound it

@@ -1,0 +1,117 @@
+"""Admin login through the company's identity provider (OIDC authorization code + PKCE),
+against the test identity provider over real HTTP."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from connector_api.settings import ApiSettings
+from tests.api.conftest import API_URL, Api, running_api
+from tests.fixtures.idp import IdentityProvider
+
+CLIENT_ID = "connector-admin"
+
+
+@pytest.fixture
+async def oidc_api(
+    api_settings: ApiSettings, dev_secret: str, idp: IdentityProvider
+) -> AsyncIterator[Api]:
+    secret = secrets.token_urlsafe(24)
+    idp.register_client(CLIENT_ID, secret, f"{API_URL}/admin/oidc/callback")
+    oidc = api_settings.api.oidc.model_copy(
+        update={"issuer": idp.issuer, "client_id": CLIENT_ID, "client_secret": SecretStr(secret)}
+    )
+    group = api_settings.api.model_copy(update={"oidc": oidc})
+    async with running_api(api_settings.model_copy(update={"api": group}), dev_secret) as api:
+        yield api
+
+
+async def start_login(api: Api, browser: httpx.AsyncClient) -> str:
+    """Our redirect to the identity provider, then its redirect back: the callback URL."""
+    started = await browser.get("/admin/oidc/login")
+    assert started.status_code == 303
+    authorize = started.headers["location"]
+    query = parse_qs(urlsplit(authorize).query)
+    assert query["code_challenge_method"] == ["S256"]
+    assert query["nonce"]
+    assert query["state"]
+    async with httpx.AsyncClient() as to_idp:
+        answer = await to_idp.get(authorize)
+    assert answer.status_code == 302
+    location: str = answer.headers["location"]
+    return location
+
+
+def browser_for(api: Api) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=api.client._transport, base_url=API_URL)
+
+
+async def test_oidc_login_starts_a_session_for_the_idp_person_and_org(
+    oidc_api: Api, idp: IdentityProvider
+) -> None:
+    idp.login_as = {"sub": "carol", "org_id": "org-oidc", "roles": ["viewer"]}
+    async with browser_for(oidc_api) as browser:
+        login_page = await browser.get("/admin")
+        assert 'href="/admin/oidc/login"' in login_page.text
+        back = await start_login(oidc_api, browser)
+        done = await browser.get(back)
+        assert done.status_code == 200
+        assert "Logged in as carol." in done.text
+        assert '<meta http-equiv="refresh" content="0; url=/admin">' in done.text
+        session_cookie = next(
+            c for c in done.headers.get_list("set-cookie") if c.startswith("connector_session=")
+        )
+        assert "HttpOnly" in session_cookie
+        assert "SameSite=strict" in session_cookie
+        page = await browser.get("/admin")
+    assert "carol" in page.text
+    assert "org-oidc" in page.text
+    assert "viewer" in page.text
+
+
+async def test_oidc_callback_with_another_state_is_refused(
+    oidc_api: Api, idp: IdentityProvider
+) -> None:
+    async with browser_for(oidc_api) as browser:
+        back = await start_login(oidc_api, browser)
+        forged = back.replace("state=", "state=x")
+        response = await browser.get(forged)
+    assert response.status_code == 400
+    assert "does not match" in response.text
+    assert "connector_session=" not in response.headers.get("set-cookie", "")
+
+
+async def test_oidc_callback_without_the_login_cookie_is_refused(
+    oidc_api: Api, idp: IdentityProvider
+) -> None:
+    async with browser_for(oidc_api) as browser:
+        back = await start_login(oidc_api, browser)
+    async with browser_for(oidc_api) as stranger:  # another browser: no login cookie
+        response = await stranger.get(back)
+    assert response.status_code == 400
+    assert "unknown or expired" in response.text
+
+
+async def test_oidc_person_without_a_connector_role_gets_no_session(
+    oidc_api: Api, idp: IdentityProvider
+) -> None:
+    idp.login_as = {"sub": "dave", "org_id": "org-a", "roles": ["payroll"]}
+    async with browser_for(oidc_api) as browser:
+        response = await browser.get(await start_login(oidc_api, browser))
+    assert response.status_code == 400
+    assert "no connector role" in response.text
+    assert "connector_session=" not in response.headers.get("set-cookie", "")
+
+
+async def test_oidc_code_can_be_used_once(oidc_api: Api, idp: IdentityProvider) -> None:
+    async with browser_for(oidc_api) as browser:
+        back = await start_login(oidc_api, browser)
+        assert (await browser.get(back)).status_code == 200
+        again = await browser.get(back)
+    assert again.status_code == 400
