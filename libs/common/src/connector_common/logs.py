@@ -77,5 +77,9 @@ def configure_logging(
 
 
 def get_logger(name: str | None = None, **context: Any) -> Any:
-    """A structlog logger bound to ``context``."""
-    return structlog.get_logger(name).bind(**context)
+    """A structlog logger bound to ``context``.
+
+    It stays lazy: module-level loggers are created at import, before ``configure_logging``
+    runs, and must still use its processors (redaction, level, JSON) when they log.
+    """
+    return structlog.get_logger(name, **context)
