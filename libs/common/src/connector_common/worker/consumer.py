@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -98,6 +99,10 @@ def create_broker(nats: NatsSettings, settings: ConsumerSettings, name: str) -> 
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 1,
         "ack_policy": AckPolicy.MANUAL,
+        # Our handlers log what matters; FastStream's per-message lines go through our
+        # structured, redacting handler under "faststream" (WARNING unless DEBUG is asked for).
+        "logger": logging.getLogger("faststream.broker"),
+        "log_level": logging.DEBUG,
     }
     if nats.user:
         options["user"] = nats.user

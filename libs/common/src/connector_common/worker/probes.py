@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,7 +83,7 @@ class ProbeServer:
     def __init__(
         self,
         progress: Progress,
-        readiness: dict[str, ReadinessCheck],
+        readiness: Mapping[str, ReadinessCheck],
         *,
         host: str = "0.0.0.0",  # noqa: S104 - kubelet probes reach the pod IP
         port: int = 8080,
