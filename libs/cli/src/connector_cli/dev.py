@@ -172,6 +172,7 @@ def run_dev(data_dir: str, api_port: int = 8000) -> int:
         postgres, nats = _start_infra(data)
         _prepare(postgres, nats, "ebay")
         env = _base_env(postgres.url, nats.url, token_keys, data)
+        env.update(_api_secrets(data))
         services = _plan_services(env, api_port)
         for service in services:
             service.start()
@@ -187,6 +188,19 @@ def run_dev(data_dir: str, api_port: int = 8000) -> int:
         if postgres:
             postgres.stop()
         say("stopped: services, NATS and PostgreSQL are down")
+
+
+def _api_secrets(data: Path) -> dict[str, str]:
+    """The API's development secrets: the HS256 key of `connector token mint` tokens, and the
+    key of admin sessions (kept in the data folder, so sessions survive a restart)."""
+    return {
+        "CONNECTOR_API__JWT__DEV_SECRET": dev_secret(
+            data, "dev-jwt-secret", lambda: secrets.token_urlsafe(32), "JWT signing secret"
+        ),
+        "CONNECTOR_API__SESSION_SECRET": dev_secret(
+            data, "dev-session-secret", lambda: secrets.token_urlsafe(32), "admin session secret"
+        ),
+    }
 
 
 def _base_env(database_url: str, nats_url: str, token_keys: str, data: Path) -> dict[str, str]:

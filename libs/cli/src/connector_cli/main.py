@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
         "--downgrade", action="store_true", help="migrate down to --revision (e.g. base)"
     )
 
+    from connector_cli import tokens
+
+    tokens.add_parser(sub)
+
     for name, (_module, help_text) in SERVICE_COMMANDS.items():
         service = sub.add_parser(name, help=help_text, add_help=False)
         service.add_argument("args", nargs=argparse.REMAINDER)
@@ -75,6 +79,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_infra(args.data_dir)
     if args.command == "migrate":
         return _migrate(args)
+    if args.command == "token":
+        from connector_cli import tokens
+
+        return tokens.run(args)
     module_name, _help = SERVICE_COMMANDS[args.command]
     try:
         module = importlib.import_module(module_name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -81,6 +82,9 @@ def main(argv: Sequence[str]) -> int:
     )
     server = uvicorn.Server(config)
     get_logger(__name__).info("api starting", host=args.host, port=port)
+    # uvicorn handles SIGTERM itself (graceful stop), then re-raises it with the handler that was
+    # there before; with this one the re-raised signal is a no-op and we exit 0, not -15.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run()
     # uvicorn exits the process itself only on start-up failure; a clean stop returns here.
     return 0 if server.started else 1

@@ -7,9 +7,10 @@ Keys come from a JWKS URL (production: the company's identity provider) or, only
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Annotated, Self
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from connector_common.settings import CommonSettings, Environment, SettingsError, is_placeholder
 
@@ -27,7 +28,7 @@ class JwtSettings(BaseModel):
     issuer: str = DEV_ISSUER
     audience: str = DEV_AUDIENCE
     # Pinned algorithms. Empty means: RS256 with a JWKS URL, HS256 with the dev secret.
-    algorithms: list[str] = Field(default_factory=list)
+    algorithms: Annotated[list[str], NoDecode] = Field(default_factory=list)
     jwks_url: str | None = None
     dev_secret: SecretStr | None = None
     leeway_seconds: int = Field(default=30, ge=0, le=300)
@@ -80,8 +81,8 @@ class OidcSettings(BaseModel):
     issuer: str | None = None  # discovery at {issuer}/.well-known/openid-configuration
     client_id: str | None = None
     client_secret: SecretStr | None = None
-    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile"])
-    algorithms: list[str] = Field(default_factory=lambda: ["RS256"])
+    scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["openid", "profile"])
+    algorithms: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["RS256"])
     timeout_seconds: float = Field(default=5.0, gt=0)
 
     @field_validator("scopes", "algorithms", mode="before")
@@ -131,15 +132,18 @@ class ApiSettings(CommonSettings):
     api: ApiGroup = ApiGroup()
 
     @model_validator(mode="after")
-    def _api_secrets(self) -> Self:
+    def _development_keys(self) -> Self:
         jwt = self.api.jwt
-        if self.env is Environment.DEVELOPMENT:
-            if not jwt.jwks_url and jwt.dev_secret is None:
-                raise SettingsError(
-                    "CONNECTOR_API__JWT__JWKS_URL or CONNECTOR_API__JWT__DEV_SECRET must be set"
-                )
-            return self
-        problems: list[str] = []
+        if self.env is Environment.DEVELOPMENT and not jwt.jwks_url and jwt.dev_secret is None:
+            raise SettingsError(
+                "CONNECTOR_API__JWT__JWKS_URL or CONNECTOR_API__JWT__DEV_SECRET must be set"
+            )
+        return self
+
+    def secret_problems(self) -> list[str]:
+        """The common problems plus the API's (checked outside development; names only)."""
+        problems = super().secret_problems()
+        jwt = self.api.jwt
         if jwt.dev_secret is not None:
             problems.append(
                 "CONNECTOR_API__JWT__DEV_SECRET is only accepted with CONNECTOR_ENV=development"
@@ -156,8 +160,4 @@ class ApiSettings(CommonSettings):
             oidc.client_secret is None or is_placeholder(oidc.client_secret.get_secret_value())
         ):
             problems.append("CONNECTOR_API__OIDC__CLIENT_SECRET is missing or a placeholder")
-        if problems:
-            raise SettingsError(
-                f"CONNECTOR_ENV={self.env.value} refuses to start: " + "; ".join(problems)
-            )
-        return self
+        return problems
