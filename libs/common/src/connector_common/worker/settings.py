@@ -40,7 +40,7 @@ class ConsumerSettings(BaseModel):
 # Production defaults; development (`connector dev`, sandbox tokens living 120 s) uses DEV_TIMING
 # for every value that is not set explicitly.
 DEV_TIMING = {
-    "refresh_lead_seconds": 60.0,
+    "refresh_lead_seconds": 90.0,  # sandbox tokens live 120 s: a refresh every ~30 s
     "health_interval_seconds": 120.0,
     "health_jitter_seconds": 15.0,
     "scheduler_tick_seconds": 5.0,
