@@ -66,7 +66,7 @@ async def test_sigterm_mid_batch_finishes_the_batch_and_loses_nothing(
 
     async def batch_in_work() -> bool:
         info = await js.consumer_info(topology.work_stream, topology.refresher_durable)
-        return info.num_ack_pending >= BATCH
+        return bool(info.num_ack_pending >= BATCH)
 
     await eventually(batch_in_work, timeout=15, what="a batch in work")
     stopping = time.monotonic()
