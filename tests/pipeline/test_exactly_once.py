@@ -72,3 +72,7 @@ async def test_two_schedulers_and_two_refreshers_refresh_each_due_account_exactl
     # Both refreshers did part of the work (the consumer is shared, not duplicated).
     logs = [s.log() for s in services if s.name.startswith("token-refresher")]
     assert all('"token refreshed"' in log for log in logs)
+    # 400 tokens went through these processes: not one in their logs.
+    for log in (s.log() for s in services):
+        assert "v^1.1#" not in log
+        assert "V%5E1.1" not in log.upper()

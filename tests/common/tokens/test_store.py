@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connector_common.crypto import TokenCipher
 from connector_common.db.engine import SessionFactory, create_session_factory
-from connector_common.ebay import EbayClient
-from connector_common.settings import parse_key_ring
+from connector_common.ebay import CircuitBreaker, EbayClient, PostgresBreakerStore
+from connector_common.settings import EbaySettings, parse_key_ring
 from connector_common.tokens.access import current_token, token_after_rejection
 from connector_common.tokens.store import (
     RefreshOutcome,
@@ -237,3 +237,31 @@ async def test_a_rejected_token_is_replaced_by_the_lease_holders_refresh_not_a_s
     current = await current_token(checker, account_id)
     assert current is not None
     assert current.version == 2
+
+
+async def test_the_circuit_breaker_stops_calling_ebay_for_an_account_that_keeps_failing(
+    sessions: SessionFactory,
+    cipher: TokenCipher,
+    ebay_settings: EbaySettings,
+    sandbox: SandboxHandle,
+    account_id: uuid.UUID,
+) -> None:
+    breaker = CircuitBreaker(
+        PostgresBreakerStore(sessions), failure_threshold=2, cooldown_seconds=30
+    )
+    async with EbayClient(ebay_settings, breaker=breaker, backoff_seconds=0.01) as client:
+        store = make_store(sessions, cipher, client)
+        sandbox.fault("token", "error", status=503, seller=SELLER)
+        since = time.time()
+        failures = [
+            await store.refresh(RefreshRequest(account_id, reason="manual")) for _ in range(2)
+        ]
+        calls_while_closed = refresh_calls(sandbox, since)
+        paused = await store.refresh(RefreshRequest(account_id, reason="manual"))
+    assert [r.error_kind for r in failures] == ["transient", "transient"]
+    assert paused.error_kind == "circuit_open"
+    assert paused.retry_in is not None
+    assert 25 <= paused.retry_in <= 31
+    assert refresh_calls(sandbox, since) == calls_while_closed  # no call while it is open
+    assert (await token_row(sessions, account_id)).consecutive_failures == 3
+    assert await outbox_types(sessions, account_id) == ["token.refresh_failed"]
