@@ -13,6 +13,7 @@ import pytest
 from connector_cli.demo import DEMO_ACCOUNTS, DEMO_ORG, seed
 from connector_cli.dev import ServiceProcess
 from connector_cli.embedded import free_port
+from connector_common.settings import EbaySettings
 from tests.api.conftest import make_settings
 from tests.api.served import ServedApi
 from tests.fixtures.sandbox import SandboxHandle
@@ -30,7 +31,7 @@ def system(
     namespace: str,
     token_keys: str,
     sandbox: SandboxHandle,
-    ebay_settings: object,
+    ebay_settings: EbaySettings,
 ) -> Iterator[tuple[list[ServiceProcess], dict[str, str]]]:
     secret = "demo-secret-" + "x" * 32
     port = free_port()
