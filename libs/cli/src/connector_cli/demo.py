@@ -120,18 +120,19 @@ class Demo:
     def connect(self, house_name: str, seller: str, purpose: str) -> str:
         """Connect (or reconnect) one demo account; says what happened."""
         existing = self._accounts().get(house_name.lower())
+        replaced = False
         if existing is not None and existing["ebay_user_id"] != self._seller_user_id(seller):
             # The sandbox restarted with new users: this account's seller is gone for good.
             gone = self.http.delete(f"{self.api}/ebay-accounts/{existing['id']}", headers=self.auth)
             self._check(gone, "remove the stale demo account")
-            existing = None
+            existing, replaced = None, True
         if existing is None:
             started = self.http.post(
                 f"{self.api}/ebay-accounts/connect",
                 json={"house_name": house_name, "purpose": purpose},
                 headers=self.auth,
             )
-            verb = "connected"
+            verb = "replaced (the sandbox restarted with new users)" if replaced else "connected"
         else:
             started = self.http.post(
                 f"{self.api}/ebay-accounts/{existing['id']}/reconnect", headers=self.auth
