@@ -111,6 +111,25 @@ async def test_status_comes_from_the_common_status_function(api: Api) -> None:
     }
 
 
+async def test_status_filter_in_sql_agrees_with_the_status_function(api: Api) -> None:
+    await seed_account(api, "ok")
+    await seed_account(api, "soon", token_expires_in=timedelta(minutes=5))
+    await seed_account(api, "gone", token_expires_in=timedelta(minutes=-5))
+    await seed_account(api, "again", token_reconnect_required_at=utcnow())
+    await seed_account(api, "err", token_last_refresh_error="eBay 503")
+    await seed_account(api, "sick", last_health_outcome="unhealthy", last_health_at=utcnow())
+    await seed_account(api, "off", is_active=False, deactivated_at=utcnow())
+    await seed_account(api, "none", token=False)
+    unknown = await seed_account(api, "unk")
+    async with unit_of_work(api.state.sessions) as session:
+        token = await session.get(EbayToken, unknown.id)
+        assert token is not None
+        token.access_expires_at = None
+    for account in (await list_accounts(api))["items"]:
+        filtered = await list_accounts(api, status=account["status"])
+        assert names(filtered) == [account["house_name"]], account["status"]
+
+
 async def test_list_filters_by_status_purpose_marketplace_and_active(api: Api) -> None:
     await seed_account(api, "a", purpose="Orders", marketplace_id="EBAY_GB")
     await seed_account(api, "b", purpose="returns", marketplace_id="EBAY_DE")
