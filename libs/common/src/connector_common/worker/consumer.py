@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -194,7 +193,6 @@ class WorkConsumer:
         )
         token = self._progress.started()
         self._in_work += 1
-        started = time.monotonic()
         try:
             if self.stopping:
                 # Fetched while shutting down: hand it straight back to another replica.
@@ -219,12 +217,6 @@ class WorkConsumer:
             self._in_work -= 1
             if self._in_work == 0 and self._on_idle is not None:
                 self._on_idle()  # the batch is done: e.g. its summary line
-            log.debug(
-                "message settled",
-                kind=self.kind,
-                stream_seq=delivery.stream_seq,
-                seconds=round(time.monotonic() - started, 3),
-            )
 
     async def _run(self, msg: NatsMessage, body: bytes, delivery: Delivery) -> Settle:
         keep_alive = asyncio.create_task(self._keep_alive(msg))

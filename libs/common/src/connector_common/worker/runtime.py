@@ -27,6 +27,7 @@ from connector_common.logs import configure_logging, get_logger
 from connector_common.messaging import Topology, connect, ensure_streams
 from connector_common.outbox import OutboxRelay
 from connector_common.redaction import register_secret
+from connector_common.settings import DatabaseSettings
 from connector_common.telemetry import Telemetry, setup_telemetry
 from connector_common.worker.deadletter import DeadLetters
 from connector_common.worker.probes import ProbeServer, Progress
@@ -73,6 +74,19 @@ def register_secrets(settings: WorkerSettings) -> None:
             register_secret(secret.get_secret_value())
 
 
+def pool_for(settings: WorkerSettings) -> DatabaseSettings:
+    """Database settings whose pool holds a connection for every message in work.
+
+    Overflow connections are closed when given back, so a pool smaller than the concurrency
+    would open and close connections all the time (measured: most of a refresher's CPU).
+    """
+    database = settings.database
+    needed = settings.worker.concurrency + 5  # handlers, outbox relay, breaker, probes
+    if database.pool_size >= needed:
+        return database
+    return database.model_copy(update={"pool_size": needed})
+
+
 async def run_worker(
     settings: WorkerSettings,
     service: str,
@@ -92,7 +106,7 @@ async def run_worker(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
     telemetry = setup_telemetry(settings.otel, service)
-    engine = create_engine(settings.database, application_name=service)
+    engine = create_engine(pool_for(settings), application_name=service)
     nc = await connect(settings.nats, service)
     try:
         return await _serve(
