@@ -224,7 +224,9 @@ def _plan_services(env: dict[str, str], api_port: int) -> list[ServiceProcess]:
     cli = [sys.executable, "-m", "connector_cli"]
     planned: list[ServiceProcess] = []
     # The API port comes first: the sandbox's dev app redirects consent to the API's callback.
-    api_port = api_port if _port_free(api_port) else free_port()
+    # 0 (or a busy port) means: any free port. The API cannot bind 0 itself: its public URL and
+    # the sandbox accept URL must name the real port before it starts.
+    api_port = api_port if api_port and _port_free(api_port) else free_port()
     api_url = f"http://127.0.0.1:{api_port}"
     if _available("ebay_sandbox.main"):
         port = free_port()
