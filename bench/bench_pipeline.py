@@ -205,9 +205,12 @@ ROLES = ("token-refresher", "scheduler", "sandbox", "postgres", "nats-server")
 
 
 def cpu_by_role() -> dict[str, float]:
-    """CPU seconds (user + system) so far of every process, by role (from /proc)."""
+    """CPU seconds (user + system) so far of this benchmark's processes, by role (/proc).
+
+    Only descendants of this process count: other work on the machine is not ours.
+    """
     ticks = os.sysconf("SC_CLK_TCK")
-    usage: dict[str, float] = defaultdict(float)
+    stats: dict[int, tuple[int, str, float]] = {}  # pid -> (parent, cmdline, cpu seconds)
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -216,12 +219,37 @@ def cpu_by_role() -> dict[str, float]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
+        stats[int(entry.name)] = (
+            int(fields[1]),
+            cmdline,
+            (int(fields[11]) + int(fields[12])) / ticks,
+        )
+    usage: dict[str, float] = defaultdict(float)
+    for pid, (_parent, cmdline, cpu) in stats.items():
+        ancestor, ours = pid, False
+        while ancestor in stats and ancestor > 1:
+            if ancestor == os.getpid():
+                ours = True
+                break
+            ancestor = stats[ancestor][0]
+        if not ours:
+            continue
         role = next((r for r in ROLES if r in cmdline), None)
-        if role is None and int(entry.name) == os.getpid():
+        if pid == os.getpid():
             role = "benchmark"
+        elif role is None and "postgres" in _ancestry(stats, pid):
+            role = "postgres"
         if role is not None:
-            usage[role] += (int(fields[11]) + int(fields[12])) / ticks
+            usage[role] += cpu
     return usage
+
+
+def _ancestry(stats: dict[int, tuple[int, str, float]], pid: int) -> str:
+    names = []
+    while pid in stats and pid > 1:
+        names.append(stats[pid][1])
+        pid = stats[pid][0]
+    return " ".join(names)
 
 
 def run_once(

@@ -214,3 +214,24 @@ def test_jitter_spreads_the_next_checks_over_the_whole_window(checker: HealthChe
     assert max(delays) - min(delays) > 1.5 * JITTER  # spread, not bunched
     assert len({round(d) for d in delays}) > 100  # not falling on the same seconds
     assert abs(statistics.mean(delays) - INTERVAL) < JITTER / 4
+
+
+async def test_a_revoked_seller_found_by_a_check_is_unhealthy_and_no_longer_scheduled(
+    checker: HealthChecker, sessions: SessionFactory, sandbox: SandboxHandle, account: CheckHealth
+) -> None:
+    sandbox.revoke(SELLER)  # access tokens refused, and the refresh gets invalid_grant
+    result = await checker.check(account, attempt=1)
+    assert result.outcome is CheckOutcome.UNHEALTHY
+    assert result.reason is not None
+    assert result.reason.startswith("the seller must reconnect")
+    stored = await account_row(sessions, account.account_id)
+    assert stored.next_health_check_at is None
+    async with unit_of_work(sessions) as session:
+        token = await session.get(EbayToken, account.account_id)
+        assert token is not None
+        assert token.reconnect_required_at is not None
+    assert await outbox_types(sessions, account.account_id) == [
+        "account.reconnect_required",
+        "health.checked",
+        "health.changed",
+    ]

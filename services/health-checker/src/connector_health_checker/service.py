@@ -104,7 +104,12 @@ class HealthChecker:
         except TokenUnavailable as exc:
             if exc.outcome in (RefreshOutcome.BUSY, RefreshOutcome.FAILED) and exc.retry_in:
                 return await self._unreachable(target, attempt, exc.reason, exc.retry_in, None)
-            return await self._record(target, _failed_verdict("token", exc.reason, None))
+            label = (
+                "the seller must reconnect"
+                if exc.outcome is RefreshOutcome.RECONNECT_REQUIRED
+                else "no usable access token"
+            )
+            return await self._record(target, _failed_verdict(label, exc.reason, None))
         except (TransientError, RateLimited, CircuitOpen) as exc:
             wait = exc.retry_after if isinstance(exc, RateLimited) else None
             if isinstance(exc, CircuitOpen):
