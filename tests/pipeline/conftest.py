@@ -135,7 +135,7 @@ class Fleet:
                 service.process.kill()
                 service.process.wait(5)
         for service in self.services:
-            tail = "\n".join(service.log().splitlines()[-40:])
+            tail = "\n".join(service.log().splitlines()[-400:])
             print(f"----- {service.name} (exit {service.process.returncode}) -----\n{tail}")
 
 

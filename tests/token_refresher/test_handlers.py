@@ -247,3 +247,17 @@ async def test_a_long_ebay_call_keeps_its_message_from_being_redelivered(
         info = await js.consumer_info(topology.work_stream, topology.refresher_durable)
     assert info.delivered.consumer_seq == 1  # delivered once: in-progress acks held it
     assert len(sandbox.calls(seller=SELLER, route="token")) == 2  # the exchange and one refresh
+
+
+async def test_an_idle_consumer_keeps_reporting_loop_progress(
+    refresher: Running, js: JetStreamContext, topology: Topology
+) -> None:
+    async with refresher() as component:
+        progress = component.context.progress
+        start = progress.cycles
+
+        async def cycled() -> bool:
+            return progress.cycles >= start + 3  # empty fetches (0.5 s each) are progress
+
+        await eventually(cycled, timeout=10, what="fetch cycles on an empty queue")
+        assert progress.alive()[0]

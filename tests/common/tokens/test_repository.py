@@ -141,6 +141,11 @@ async def test_reconnect_required_is_reported_as_new_only_once_and_unschedules_c
     engine: AsyncEngine, token_keys: str
 ) -> None:
     sessions, account = await seed(engine, token_keys)
+    async with unit_of_work(sessions) as session:
+        await session.execute(
+            text("UPDATE ebay_tokens SET refresh_requested_at = now() WHERE account_id = :id"),
+            {"id": account.id},
+        )
     outcomes = []
     for _ in range(2):
         held = await claim(sessions, account, "a")
@@ -157,4 +162,6 @@ async def test_reconnect_required_is_reported_as_new_only_once_and_unschedules_c
         assert row is not None
         assert token.reconnect_required_at is not None
         assert token.refresh_enabled is False
+        # The request is answered: after a reconnect the scheduler must not wait a requeue.
+        assert token.refresh_requested_at is None
         assert row.next_health_check_at is None

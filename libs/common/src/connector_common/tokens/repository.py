@@ -195,6 +195,9 @@ async def mark_reconnect_required(
 ) -> bool | None:
     """Stop refreshing and checking until the seller reconnects.
 
+    The request that ended here is answered: ``refresh_requested_at`` is cleared so that, once
+    the seller reconnects, the scheduler does not wait out a requeue interval first.
+
     Returns True when this write made the account reconnect-required (announce it once), False
     when it already was, None when the lease was lost (someone wrote newer tokens meanwhile).
     """
@@ -205,6 +208,7 @@ async def mark_reconnect_required(
                 UPDATE ebay_tokens AS t
                    SET reconnect_required_at = COALESCE(t.reconnect_required_at, now()),
                        refresh_enabled = false, last_refresh_error = :error, retry_at = NULL,
+                       refresh_requested_at = NULL,
                        lease_owner = NULL, lease_until = NULL, updated_at = now()
                   FROM ebay_tokens AS before
                  WHERE t.account_id = :id AND before.account_id = t.account_id

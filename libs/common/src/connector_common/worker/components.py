@@ -76,6 +76,7 @@ class ConsumerComponent:
     """Consumes one kind of work until stopped; stopping finishes or hands back what it holds."""
 
     def __init__(self, context: WorkerContext, spec: ConsumerSpec) -> None:
+        self.context = context
         self._context = context
         self._spec = spec
         self._client: EbayClient | None = None

@@ -23,9 +23,11 @@ from typing import Any, Literal
 
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
+from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import DeliverPolicy
+from nats.js.errors import ServiceUnavailableError
 from opentelemetry import trace
 from pydantic import ValidationError
 
@@ -172,8 +174,17 @@ class WorkConsumer:
         async def counted_fetch(*args: Any, **kwargs: Any) -> Any:
             try:
                 result = await fetch(*args, **kwargs)
-            except NatsTimeoutError:
+            except TimeoutError as exc:
                 progress.cycle()  # an empty queue is progress too
+                if isinstance(exc, NatsTimeoutError):
+                    raise
+                # nats-py sometimes raises the plain asyncio TimeoutError for an empty batch;
+                # FastStream only expects its own, and would restart the loop with a traceback.
+                raise NatsTimeoutError from exc
+            except (ServiceUnavailableError, ConnectionClosedError):
+                # NATS away for now: the loop goes on. Anything else (the durable consumer was
+                # deleted...) is not progress: /livez fails and the new pod re-creates it.
+                progress.cycle()
                 raise
             progress.cycle()
             return result
