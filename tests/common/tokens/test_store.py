@@ -265,3 +265,24 @@ async def test_the_circuit_breaker_stops_calling_ebay_for_an_account_that_keeps_
     assert refresh_calls(sandbox, since) == calls_while_closed  # no call while it is open
     assert (await token_row(sessions, account_id)).consecutive_failures == 3
     assert await outbox_types(sessions, account_id) == ["token.refresh_failed"]
+
+
+async def test_a_refresh_token_sent_by_ebay_replaces_the_stored_one(
+    sessions: SessionFactory,
+    cipher: TokenCipher,
+    ebay_client: EbayClient,
+    sandbox: SandboxHandle,
+    account_id: uuid.UUID,
+) -> None:
+    before = await token_row(sessions, account_id)
+    old_refresh = cipher.decrypt(before.refresh_token_ct or b"", account_id, "refresh_token")
+    sandbox.settings(rotate_refresh_tokens=True)
+    store = make_store(sessions, cipher, ebay_client)
+    first = await store.refresh(RefreshRequest(account_id, reason="manual"))
+    assert first.outcome is RefreshOutcome.REFRESHED
+    after = await token_row(sessions, account_id)
+    new_refresh = cipher.decrypt(after.refresh_token_ct or b"", account_id, "refresh_token")
+    assert new_refresh != old_refresh
+    # The stored one is the one that works now: the next refresh uses it successfully.
+    second = await store.refresh(RefreshRequest(account_id, reason="manual"))
+    assert second.outcome is RefreshOutcome.REFRESHED
