@@ -142,7 +142,7 @@ async def list_accounts(
     if filters.marketplaces:
         stmt = stmt.where(EbayAccount.marketplace_id.in_(list(filters.marketplaces)))
     if filters.active is not None:
-        stmt = stmt.where(EbayAccount.is_active.is_(filters.active))
+        stmt = stmt.where(EbayAccount.is_active if filters.active else ~EbayAccount.is_active)
     column = _sort_column(sort)
     descending = sort.value.startswith("-")
     if after is not None:
@@ -201,7 +201,7 @@ async def active_house_name_owner(
     """The active account of the org using ``house_name`` (case-insensitively), if any."""
     stmt = select(EbayAccount).where(
         EbayAccount.org_id == org_id,
-        EbayAccount.is_active.is_(True),
+        EbayAccount.is_active,  # exactly the partial unique index's predicate, so it is used
         func.lower(EbayAccount.house_name) == house_name.lower(),
     )
     if exclude is not None:
