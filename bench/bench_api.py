@@ -136,7 +136,7 @@ async def run(url: str, args: argparse.Namespace) -> None:
         query = "||||house_name"
         middle = state.cursors.encode(query, ["house-0050000", str(uuid.uuid4())])
 
-        def get(path: str, **params: object) -> Callable[[], Awaitable[httpx.Response]]:
+        def get(path: str, **params: str | int) -> Callable[[], Awaitable[httpx.Response]]:
             return lambda: client.get(path, params=params, headers=auth)
 
         counter = iter(range(10**9))
