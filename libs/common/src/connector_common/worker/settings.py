@@ -114,7 +114,8 @@ class WorkerSettings(CommonSettings):
             pipeline = pipeline.model_dump(exclude_unset=True)
         if isinstance(pipeline, dict):
             data = {**data, "pipeline": {**DEV_TIMING, **pipeline}}
-        return data
+        # A developer's machine: probes on loopback unless asked otherwise.
+        return {"probe_host": "127.0.0.1", **data}
 
     def refresh_lease_seconds(self) -> float:
         """How long a token refresh may hold its lease: longer than the slowest eBay call."""
