@@ -238,3 +238,13 @@ async def test_flash_message_is_shown_once(api: Api) -> None:
     second = await client.get("/admin")
     assert "Logged in as alice." not in second.text
     await client.aclose()
+
+
+async def test_names_are_escaped_on_the_page(api: Api) -> None:
+    await seed_account(api, '<script>alert("x")</script>', purpose="<b>bold</b>")
+    client = await login(api)
+    page = (await client.get("/admin")).text
+    assert "<script>alert" not in page
+    assert "<b>bold</b>" not in page
+    assert "&lt;script&gt;alert" in page
+    await client.aclose()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -20,6 +21,7 @@ from connector_api.auth import JwksKeys
 from connector_api.devtokens import mint_dev_token
 from connector_api.errors import Unauthorized
 from connector_api.settings import ApiSettings
+from connector_api.state import OrgDirectory
 from connector_common.db.models import Organisation
 from connector_common.events import utcnow
 from tests.api.conftest import Api, running_api
@@ -265,3 +267,14 @@ async def test_jwks_wrong_audience_is_401(jwks_api: Api, idp: IdentityProvider) 
 
 async def test_jwks_expired_token_is_401(jwks_api: Api, idp: IdentityProvider) -> None:
     assert_unauthorized(await get_accounts(jwks_api, f"Bearer {idp.token(ttl=-3600)}"))
+
+
+async def test_first_use_of_an_org_by_many_requests_at_once_creates_one_row(api: Api) -> None:
+    directories = [OrgDirectory(api.state.sessions) for _ in range(8)]
+    ids = await asyncio.gather(*(d.resolve(api.default_org) for d in directories))
+    assert len(set(ids)) == 1
+    async with api.state.sessions() as session:
+        count = await session.scalar(
+            select(func.count()).where(Organisation.external_id == api.default_org)
+        )
+    assert count == 1
