@@ -1,10 +1,8 @@
-"""`/ebay-accounts`: listing (filters, sorting, cursors), one account, its health history,
-rename / purpose, deactivate / reactivate, delete, and refresh / health-check requests."""
+"""Changing accounts (rename, purpose, deactivate, reactivate, delete) and asking the workers
+(refresh, health check): results, the pipeline contract, events, audit, refusals."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -28,17 +26,6 @@ def api(org_api: Api) -> Api:
     return org_api
 
 
-async def list_accounts(api: Api, **params: Any) -> dict[str, Any]:
-    response = await api.client.get("/ebay-accounts", params=params, headers=api.auth())
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def names(page: dict[str, Any]) -> list[str]:
-    return [a["house_name"] for a in page["items"]]
-
-
 async def outbox(api: Api) -> list[OutboxMessage]:
     """This test's org's messages: events name the org in the subject, commands in the body."""
     org_id = str(await api.state.orgs.resolve(api.default_org))
@@ -58,181 +45,6 @@ async def audit(api: Api) -> list[AuditEntry]:
             select(AuditEntry).where(AuditEntry.org_id == org_id).order_by(AuditEntry.id)
         )
         return list(rows.all())
-
-
-# --- reading -----------------------------------------------------------------------------
-
-
-async def test_list_shows_account_fields_token_metadata_and_last_health(api: Api) -> None:
-    checked = utcnow() - timedelta(minutes=3)
-    account = await seed_account(
-        api,
-        "Warehouse-A",
-        marketplace_id="EBAY_GB",
-        site_id=3,
-        site_code="UK",
-        last_health_at=checked,
-        last_health_outcome="healthy",
-        last_health_latency_ms=181,
-    )
-    [item] = (await list_accounts(api))["items"]
-    assert item["id"] == str(account.id)
-    assert (item["marketplace_id"], item["site_id"], item["site_code"]) == ("EBAY_GB", 3, "UK")
-    assert item["ebay_user_id"] == account.ebay_user_id
-    assert item["username"] == "seller_one"
-    assert item["status"] == "healthy"
-    assert item["token"]["access_expires_at"] is not None
-    assert item["token"]["refresh_enabled"] is True
-    assert item["last_health"]["latency_ms"] == 181
-    assert set(item["token"]) >= {"last_refreshed_at", "last_refresh_error"}
-    assert "access_token" not in str(item)
-    assert "v^1.1" not in str(item)
-
-
-async def test_status_comes_from_the_common_status_function(api: Api) -> None:
-    await seed_account(api, "ok")
-    await seed_account(api, "soon", token_expires_in=timedelta(minutes=5))
-    await seed_account(api, "gone", token_expires_in=timedelta(minutes=-5))
-    await seed_account(api, "again", token_reconnect_required_at=utcnow())
-    await seed_account(api, "err", token_last_refresh_error="eBay 503")
-    await seed_account(api, "sick", last_health_outcome="unhealthy", last_health_at=utcnow())
-    await seed_account(api, "off", is_active=False, deactivated_at=utcnow())
-    await seed_account(api, "none", token=False)
-    statuses = {a["house_name"]: a["status"] for a in (await list_accounts(api))["items"]}
-    assert statuses == {
-        "ok": "healthy",
-        "soon": "expiring_soon",
-        "gone": "expired",
-        "again": "reconnect_required",
-        "err": "error",
-        "sick": "unhealthy",
-        "off": "deactivated",
-        "none": "not_connected",
-    }
-
-
-async def test_status_filter_in_sql_agrees_with_the_status_function(api: Api) -> None:
-    await seed_account(api, "ok")
-    await seed_account(api, "soon", token_expires_in=timedelta(minutes=5))
-    await seed_account(api, "gone", token_expires_in=timedelta(minutes=-5))
-    await seed_account(api, "again", token_reconnect_required_at=utcnow())
-    await seed_account(api, "err", token_last_refresh_error="eBay 503")
-    await seed_account(api, "sick", last_health_outcome="unhealthy", last_health_at=utcnow())
-    await seed_account(api, "off", is_active=False, deactivated_at=utcnow())
-    await seed_account(api, "none", token=False)
-    unknown = await seed_account(api, "unk")
-    async with unit_of_work(api.state.sessions) as session:
-        token = await session.get(EbayToken, unknown.id)
-        assert token is not None
-        token.access_expires_at = None
-    for account in (await list_accounts(api))["items"]:
-        filtered = await list_accounts(api, status=account["status"])
-        assert names(filtered) == [account["house_name"]], account["status"]
-
-
-async def test_list_filters_by_status_purpose_marketplace_and_active(api: Api) -> None:
-    await seed_account(api, "a", purpose="Orders", marketplace_id="EBAY_GB")
-    await seed_account(api, "b", purpose="returns", marketplace_id="EBAY_DE")
-    await seed_account(api, "c", purpose="orders", token_expires_in=timedelta(minutes=-1))
-    await seed_account(api, "d", purpose="orders", is_active=False, deactivated_at=utcnow())
-    assert names(await list_accounts(api, status="expired")) == ["c"]
-    assert names(await list_accounts(api, status=["expired", "deactivated"])) == ["c", "d"]
-    assert names(await list_accounts(api, purpose="ORDERS")) == ["a", "c", "d"]
-    assert names(await list_accounts(api, marketplace="EBAY_DE")) == ["b"]
-    assert names(await list_accounts(api, active="false")) == ["d"]
-    assert names(await list_accounts(api, active="true", purpose="orders")) == ["a", "c"]
-
-
-async def test_list_sorts_by_name_creation_and_token_expiry(api: Api) -> None:
-    await seed_account(api, "beta", token_expires_in=timedelta(hours=1))
-    await seed_account(api, "Alpha", token_expires_in=timedelta(hours=2))
-    await seed_account(api, "gamma", token=False)
-    assert names(await list_accounts(api)) == ["Alpha", "beta", "gamma"]
-    assert names(await list_accounts(api, sort="-house_name")) == ["gamma", "beta", "Alpha"]
-    assert names(await list_accounts(api, sort="created_at")) == ["beta", "Alpha", "gamma"]
-    assert names(await list_accounts(api, sort="token_expires_at")) == ["beta", "Alpha", "gamma"]
-    assert names(await list_accounts(api, sort="-token_expires_at")) == ["gamma", "Alpha", "beta"]
-
-
-@pytest.mark.parametrize(
-    "sort", ["house_name", "-created_at", "token_expires_at", "-last_health_at"]
-)
-async def test_cursor_pagination_visits_every_account_once(api: Api, sort: str) -> None:
-    for i in range(7):
-        await seed_account(api, f"house-{i}", token=i % 3 != 0)
-    seen: list[str] = []
-    cursor = None
-    for _ in range(10):
-        params: dict[str, Any] = {"limit": 3, "sort": sort}
-        if cursor:
-            params["cursor"] = cursor
-        page = await list_accounts(api, **params)
-        seen += names(page)
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
-    assert sorted(seen) == [f"house-{i}" for i in range(7)]
-    assert len(seen) == 7
-
-
-async def test_tampered_or_foreign_cursor_is_422(api: Api) -> None:
-    for i in range(3):
-        await seed_account(api, f"h{i}")
-    cursor = (await list_accounts(api, limit=1))["next_cursor"]
-    tampered = cursor[:-2] + ("AA" if not cursor.endswith("AA") else "BB")
-    for params in ({"cursor": tampered}, {"cursor": cursor, "sort": "-house_name"}):
-        response = await api.client.get("/ebay-accounts", params=params, headers=api.auth())
-        assert response.status_code == 422
-        assert response.json()["fields"][0]["field"] == "cursor"
-
-
-@pytest.mark.parametrize(
-    "params",
-    [{"limit": 0}, {"limit": 201}, {"sort": "password"}, {"status": "bogus"}, {"marketplace": "x"}],
-)
-async def test_bad_list_parameters_are_422_with_the_field(api: Api, params: dict[str, Any]) -> None:
-    response = await api.client.get("/ebay-accounts", params=params, headers=api.auth())
-    assert response.status_code == 422
-    body = response.json()
-    assert body["error"] == "invalid"
-    assert body["fields"]
-    assert next(iter(params)) in body["fields"][0]["field"]
-
-
-async def test_get_one_account(api: Api) -> None:
-    account = await seed_account(api, "Montreal")
-    response = await api.client.get(f"/ebay-accounts/{account.id}", headers=api.auth())
-    assert response.status_code == 200
-    assert response.json()["house_name"] == "Montreal"
-
-
-@pytest.mark.parametrize("account_id", ["not-a-uuid", str(uuid.uuid4()), "1; drop table x"])
-async def test_missing_or_malformed_account_id_is_404(api: Api, account_id: str) -> None:
-    response = await api.client.get(f"/ebay-accounts/{account_id}", headers=api.auth())
-    assert response.status_code == 404
-    assert response.json()["error"] == "not_found"
-
-
-async def test_health_check_history_is_paginated_newest_first(api: Api) -> None:
-    account = await seed_account(api, "checked")
-    async with unit_of_work(api.state.sessions) as session:
-        for minutes in range(5):
-            session.add(
-                HealthCheck(
-                    account_id=account.id,
-                    checked_at=utcnow() - timedelta(minutes=minutes),
-                    outcome="healthy" if minutes else "unhealthy",
-                    latency_ms=100 + minutes,
-                )
-            )
-    url = f"/ebay-accounts/{account.id}/health-checks"
-    first = (await api.client.get(url, params={"limit": 2}, headers=api.auth())).json()
-    assert [c["latency_ms"] for c in first["items"]] == [100, 101]
-    second = await api.client.get(
-        url, params={"limit": 10, "cursor": first["next_cursor"]}, headers=api.auth()
-    )
-    assert [c["latency_ms"] for c in second.json()["items"]] == [102, 103, 104]
-    assert second.json()["next_cursor"] is None
 
 
 # --- changing ----------------------------------------------------------------------------

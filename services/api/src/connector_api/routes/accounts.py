@@ -19,6 +19,7 @@ from connector_api.schemas import (
     error_responses,
 )
 from connector_api.services import accounts as service
+from connector_api.services import listing
 from connector_common.status import AccountStatus
 
 MarketplaceId = Annotated[str, StringConstraints(pattern=r"^EBAY_[A-Z_]{2,30}$")]
@@ -56,13 +57,13 @@ async def list_accounts(
         marketplaces=tuple(marketplace or ()),
         active=active,
     )
-    return await service.list_accounts(session, ctx, state.cursors, filters, sort, limit, cursor)
+    return await listing.list_accounts(session, ctx, state.cursors, filters, sort, limit, cursor)
 
 
 @router.get("/{account_id}", response_model=Account, responses=READ_ERRORS)
 async def get_account(session: SessionDep, ctx: ContextDep, account_id: AccountIdDep) -> Account:
     """One account of the org."""
-    return await service.get_account(session, ctx, account_id)
+    return await listing.get_account(session, ctx, account_id)
 
 
 @router.get("/{account_id}/health-checks", response_model=HealthCheckPage, responses=READ_ERRORS)
@@ -75,7 +76,7 @@ async def health_checks(
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> HealthCheckPage:
     """The account's health check history, newest first."""
-    return await service.health_history(session, ctx, state.cursors, account_id, limit, cursor)
+    return await listing.health_history(session, ctx, state.cursors, account_id, limit, cursor)
 
 
 @router.patch("/{account_id}", response_model=Account, responses=WRITE_ERRORS)

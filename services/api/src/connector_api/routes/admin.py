@@ -21,7 +21,7 @@ from connector_api.errors import ApiError
 from connector_api.pages import BADGES, relative, render
 from connector_api.repository import AccountFilter
 from connector_api.schemas import AccountUpdate, ConnectRequest, SortKey
-from connector_api.services import accounts, connect
+from connector_api.services import accounts, connect, listing
 from connector_api.services.context import RequestContext
 from connector_api.sessions import FLASH_COOKIE, LOGIN_CSRF_COOKIE, AdminSession, FlashKind
 from connector_api.state import AppState
@@ -81,7 +81,7 @@ async def admin_page(
     filters = AccountFilter(statuses=(status,) if status else ())
     try:
         async with unit_of_work(app.sessions) as db:
-            page = await accounts.list_accounts(
+            page = await listing.list_accounts(
                 db, ctx, app.cursors, filters, SortKey.HOUSE_NAME, PAGE_SIZE, cursor
             )
     except ApiError:

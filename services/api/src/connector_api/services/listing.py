@@ -1,0 +1,180 @@
+"""Reading an org's eBay accounts: the API view of an account, pages of accounts, one account,
+its health history. Token material never leaves here: only its metadata."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from connector_api import repository as repo
+from connector_api.errors import InvalidInput, account_not_found
+from connector_api.schemas import (
+    Account,
+    AccountPage,
+    HealthCheckItem,
+    HealthCheckPage,
+    LastHealth,
+    SortKey,
+    TokenInfo,
+)
+from connector_api.services.context import RequestContext
+from connector_api.signing import CursorCodec
+from connector_common.db.models import EbayAccount, EbayToken
+from connector_common.status import account_status
+
+
+async def load_account(
+    session: AsyncSession, ctx: RequestContext, account_id: uuid.UUID, *, lock: bool = False
+) -> tuple[EbayAccount, EbayToken | None]:
+    """The caller's account and its token row; 404 when it is missing or another org's."""
+    found = await repo.get_account(session, ctx.principal.org_id, account_id, lock=lock)
+    if found is None:
+        raise account_not_found()
+    return found
+
+
+class _Health:
+    """The account's denormalised last check, in the shape the status function reads."""
+
+    def __init__(self, outcome: str) -> None:
+        self.outcome = outcome
+
+
+def to_account(account: EbayAccount, token: EbayToken | None, now: datetime) -> Account:
+    """The API view of an account: token metadata only, never token material."""
+    last = _Health(account.last_health_outcome) if account.last_health_outcome else None
+    return Account(
+        id=account.id,
+        house_name=account.house_name,
+        purpose=account.purpose,
+        ebay_user_id=account.ebay_user_id,
+        username=account.username,
+        marketplace_id=account.marketplace_id,
+        site_id=account.site_id,
+        site_code=account.site_code,
+        is_active=account.is_active,
+        status=account_status(account, token, last, now),
+        connected_at=account.connected_at,
+        created_at=account.created_at,
+        updated_at=account.updated_at,
+        deactivated_at=account.deactivated_at,
+        next_health_check_at=account.next_health_check_at,
+        token=None
+        if token is None
+        else TokenInfo(
+            access_expires_at=token.access_expires_at,
+            refresh_expires_at=token.refresh_expires_at,
+            last_refreshed_at=token.last_refreshed_at,
+            last_refresh_error=token.last_refresh_error,
+            consecutive_failures=token.consecutive_failures,
+            reconnect_required_at=token.reconnect_required_at,
+            retry_at=token.retry_at,
+            refresh_enabled=token.refresh_enabled,
+            scopes=list(token.scopes or []),
+        ),
+        last_health=None
+        if account.last_health_at is None or account.last_health_outcome is None
+        else LastHealth(
+            checked_at=account.last_health_at,
+            outcome=account.last_health_outcome,
+            latency_ms=account.last_health_latency_ms,
+            error=account.last_health_error,
+        ),
+    )
+
+
+def _query_key(filters: repo.AccountFilter, sort: SortKey) -> str:
+    return "|".join(
+        [
+            ",".join(sorted(s.value for s in filters.statuses)),
+            filters.purpose or "",
+            ",".join(sorted(filters.marketplaces)),
+            "" if filters.active is None else str(filters.active),
+            sort.value,
+        ]
+    )
+
+
+async def list_accounts(
+    session: AsyncSession,
+    ctx: RequestContext,
+    cursors: CursorCodec,
+    filters: repo.AccountFilter,
+    sort: SortKey,
+    limit: int,
+    cursor: str | None,
+) -> AccountPage:
+    """One page of the caller's accounts."""
+    query = _query_key(filters, sort)
+    after: tuple[Any, uuid.UUID] | None = None
+    if cursor:
+        position = cursors.decode(query, cursor)
+        try:
+            after = (position[0], uuid.UUID(str(position[1])))
+        except (IndexError, ValueError):
+            raise InvalidInput("the cursor is not valid", field="cursor") from None
+    try:
+        rows = await repo.list_accounts(
+            session, ctx.principal.org_id, filters, sort, after, limit + 1, ctx.now
+        )
+    except ValueError:
+        raise InvalidInput("the cursor is not valid", field="cursor") from None
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        account, token = rows[-1]
+        next_cursor = cursors.encode(
+            query, [repo.sort_value(sort, account, token), str(account.id)]
+        )
+    return AccountPage(items=[to_account(a, t, ctx.now) for a, t in rows], next_cursor=next_cursor)
+
+
+async def get_account(session: AsyncSession, ctx: RequestContext, account_id: uuid.UUID) -> Account:
+    """One of the caller's accounts."""
+    account, token = await load_account(session, ctx, account_id)
+    return to_account(account, token, ctx.now)
+
+
+async def health_history(
+    session: AsyncSession,
+    ctx: RequestContext,
+    cursors: CursorCodec,
+    account_id: uuid.UUID,
+    limit: int,
+    cursor: str | None,
+) -> HealthCheckPage:
+    """The account's health checks, newest first."""
+    await load_account(session, ctx, account_id)
+    query = f"health:{account_id}"
+    after = None
+    if cursor:
+        position = cursors.decode(query, cursor)
+        try:
+            after = (datetime.fromisoformat(str(position[0])), int(position[1]))
+        except (IndexError, ValueError, TypeError):
+            raise InvalidInput("the cursor is not valid", field="cursor") from None
+    checks = await repo.health_checks(session, account_id, after, limit + 1)
+    next_cursor = None
+    if len(checks) > limit:
+        checks = checks[:limit]
+        next_cursor = cursors.encode(query, [checks[-1].checked_at.isoformat(), checks[-1].id])
+    return HealthCheckPage(
+        items=[
+            HealthCheckItem(
+                id=c.id,
+                checked_at=c.checked_at,
+                outcome=c.outcome,
+                latency_ms=c.latency_ms,
+                http_status=c.http_status,
+                ebay_error_code=c.ebay_error_code,
+                ebay_request_id=c.ebay_request_id,
+                api=c.api,
+                detail=c.detail,
+            )
+            for c in checks
+        ],
+        next_cursor=next_cursor,
+    )
