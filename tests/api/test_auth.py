@@ -278,3 +278,16 @@ async def test_first_use_of_an_org_by_many_requests_at_once_creates_one_row(api:
             select(func.count()).where(Organisation.external_id == api.default_org)
         )
     assert count == 1
+
+
+async def test_unreachable_identity_provider_is_503_not_401(
+    api_settings: ApiSettings, dev_secret: str, idp: IdentityProvider
+) -> None:
+    jwt_settings = api_settings.api.jwt.model_copy(
+        update={"dev_secret": None, "jwks_url": "http://127.0.0.1:9/jwks", "issuer": idp.issuer}
+    )
+    group = api_settings.api.model_copy(update={"jwt": jwt_settings})
+    async with running_api(api_settings.model_copy(update={"api": group}), dev_secret) as api:
+        response = await get_accounts(api, f"Bearer {idp.token()}")
+    assert response.status_code == 503  # type: ignore[attr-defined]
+    assert response.json()["error"] == "unavailable"  # type: ignore[attr-defined]

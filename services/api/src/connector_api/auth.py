@@ -20,7 +20,7 @@ import httpx
 import jwt
 import structlog
 
-from connector_api.errors import Forbidden, Unauthorized
+from connector_api.errors import Forbidden, Unauthorized, Unavailable
 from connector_api.settings import JwtSettings
 
 # Resolved at each use, so it follows configure_logging even when imported earlier.
@@ -142,7 +142,8 @@ class JwksKeys:
             except (httpx.HTTPError, ValueError) as exc:
                 log.warning("jwks fetch failed", url=self._url, error=type(exc).__name__)
                 if not self._keys:
-                    raise Unauthorized("the signing keys cannot be fetched right now") from None
+                    # Not the caller's fault: 503, so clients retry instead of dropping a token.
+                    raise Unavailable("the identity provider's keys cannot be fetched") from None
                 self._fetched_at = now  # keep serving the keys we have; try again later
                 return
             self._keys = keys

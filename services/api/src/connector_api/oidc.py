@@ -18,7 +18,7 @@ import httpx
 import jwt
 
 from connector_api.auth import Identity, JwksKeys, parse_roles
-from connector_api.errors import Unauthorized
+from connector_api.errors import Unauthorized, Unavailable
 from connector_api.settings import JwtSettings, OidcSettings
 
 DISCOVERY_CACHE_SECONDS = 3600.0
@@ -163,7 +163,7 @@ class OidcClient:
                 leeway=self._jwt.leeway_seconds,
                 options={"require": ["exp", "iss", "aud", "sub", "iat"]},
             )
-        except (jwt.PyJWTError, Unauthorized):
+        except (jwt.PyJWTError, Unauthorized, Unavailable):
             raise OidcError("the ID token does not verify") from None
         if not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
             raise OidcError("the ID token was not issued for this login")

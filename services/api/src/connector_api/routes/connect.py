@@ -7,8 +7,6 @@ single-use ``state`` ties the request to the org and person who started it.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import structlog
 from fastapi import APIRouter, Request, status
 from fastapi.responses import HTMLResponse, Response
@@ -26,7 +24,8 @@ from connector_common.events import utcnow
 # Resolved at each use, so it follows configure_logging even when imported earlier.
 log = structlog.stdlib.get_logger(__name__)
 router = APIRouter(tags=["connect"])
-Outcome = tuple[FlashKind, str, int, Literal["connected", "reconnected"] | str]
+# (flash kind, message for the person, HTTP status, outcome for the log)
+Outcome = tuple[FlashKind, str, int, str]
 
 
 @router.post(
