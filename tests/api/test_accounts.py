@@ -137,6 +137,17 @@ async def test_invalid_update_is_422_with_field_messages(
     assert "mallory" not in response.text  # input is never echoed
 
 
+async def test_a_body_that_is_not_json_is_422_naming_the_body(api: Api) -> None:
+    account = await seed_account(api, "A")
+    response = await api.client.patch(
+        f"/ebay-accounts/{account.id}",
+        content=b'{"house_name": ',
+        headers={**api.auth(), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["fields"][0]["field"] == "body"
+
+
 async def test_deactivate_follows_the_pipeline_contract(api: Api) -> None:
     account = await seed_account(api, "A", next_health_check_at=utcnow())
     response = await api.client.post(f"/ebay-accounts/{account.id}/deactivate", headers=api.auth())

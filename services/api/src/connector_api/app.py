@@ -4,8 +4,9 @@ telemetry, and (in the background) NATS with the outbox relay; it closes them on
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -121,6 +122,12 @@ def _error(request: Request, status: int, body: ErrorBody, headers: dict[str, st
     return JSONResponse(body.model_dump(), status_code=status, headers=headers or None)
 
 
+def _field_name(error: Mapping[str, Any]) -> str:
+    if error.get("type") == "json_invalid":
+        return "body"  # its location is a character offset, not a field
+    return ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -135,7 +142,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         # Field-level messages, never the input (it could be a pasted secret).
         fields = [
             FieldError(
-                field=".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body",
+                field=_field_name(err),
                 message=str(err.get("msg", "invalid")).removeprefix("Value error, "),
             )
             for err in exc.errors()
