@@ -16,9 +16,8 @@ from fastapi.security import HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from connector_api.auth import Identity, Principal, bearer_token, require_role
-from connector_api.errors import Unauthorized, account_not_found
+from connector_api.errors import account_not_found
 from connector_api.services.context import RequestContext
-from connector_api.sessions import SESSION_COOKIE, AdminSession
 from connector_api.state import AppState
 from connector_common.db.engine import unit_of_work
 
@@ -112,15 +111,3 @@ def account_id_param(request: Request, account_id: str) -> uuid.UUID:
 
 
 AccountIdDep = Annotated[uuid.UUID, Depends(account_id_param)]
-
-
-def admin_session(request: Request, state: StateDep) -> AdminSession | None:
-    """The admin page session of the browser, if any."""
-    return state.admin_sessions.read(request.cookies.get(SESSION_COOKIE))
-
-
-def require_session(session: AdminSession | None) -> AdminSession:
-    """401 for admin routes without a session (the admin page shows its login form)."""
-    if session is None:
-        raise Unauthorized("log in first", error=None)
-    return session

@@ -23,7 +23,13 @@ from connector_api.repository import AccountFilter
 from connector_api.schemas import AccountUpdate, ConnectRequest, SortKey
 from connector_api.services import accounts, connect, listing
 from connector_api.services.context import RequestContext
-from connector_api.sessions import FLASH_COOKIE, LOGIN_CSRF_COOKIE, AdminSession, FlashKind
+from connector_api.sessions import (
+    FLASH_COOKIE,
+    LOGIN_CSRF_COOKIE,
+    SESSION_COOKIE,
+    AdminSession,
+    FlashKind,
+)
 from connector_api.state import AppState
 from connector_common.db.engine import unit_of_work
 from connector_common.events import utcnow
@@ -74,7 +80,7 @@ async def admin_page(
 ) -> Response:
     """The accounts table, or the login form without a session."""
     flash = app.admin_sessions.read_flash(request.cookies.get(FLASH_COOKIE))
-    session = app.admin_sessions.read(request.cookies.get("connector_session"))
+    session = app.admin_sessions.read(request.cookies.get(SESSION_COOKIE))
     if session is None:
         return _login_page(request, app, flash)
     ctx = await _context(app, request, session)
@@ -139,7 +145,7 @@ async def _act(
     request: Request, app: AppState, action: Action, success: str | Callable[[Any], str]
 ) -> Response:
     """Check session and CSRF, run one service function in one transaction, flash the result."""
-    session = app.admin_sessions.read(request.cookies.get("connector_session"))
+    session = app.admin_sessions.read(request.cookies.get(SESSION_COOKIE))
     if session is None:
         return redirect_with_flash(app, "error", "Your session has ended: log in again.")
     form = await request.form()
