@@ -130,3 +130,27 @@ def test_nested_nats_variables(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("CONNECTOR_NATS__URL", "nats://a:4222,nats://b:4222")
     settings = load_settings(CommonSettings)
     assert settings.nats.servers == ["nats://a:4222", "nats://b:4222"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "https://api.ebay.com/oauth/api_scope https://api.ebay.com/oauth/api_scope/sell.account",
+        "https://api.ebay.com/oauth/api_scope,https://api.ebay.com/oauth/api_scope/sell.account",
+        '["https://api.ebay.com/oauth/api_scope", "https://api.ebay.com/oauth/api_scope/sell.account"]',
+    ],
+)
+def test_scopes_accept_space_comma_or_json_lists(clean_env: pytest.MonkeyPatch, raw: str) -> None:
+    clean_env.setenv("CONNECTOR_ENV", "development")
+    clean_env.setenv("CONNECTOR_EBAY__SCOPES", raw)
+    assert load_settings(CommonSettings).ebay.scopes == [
+        "https://api.ebay.com/oauth/api_scope",
+        "https://api.ebay.com/oauth/api_scope/sell.account",
+    ]
+
+
+def test_malformed_json_scopes_get_a_clear_error(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("CONNECTOR_ENV", "development")
+    clean_env.setenv("CONNECTOR_EBAY__SCOPES", '["unterminated')
+    with pytest.raises(SettingsError, match="CONNECTOR_EBAY__SCOPES"):
+        load_settings(CommonSettings)

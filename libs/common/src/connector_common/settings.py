@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, Self, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -162,7 +164,9 @@ class EbaySettings(BaseModel):
     client_id: str = "connector-dev-app"
     client_secret: SecretStr = SecretStr("changeme")
     ru_name: str = "connector-dev-runame"
-    scopes: list[str] = Field(
+    # NoDecode: the env value is split by the validator below (space- or comma-separated, or a
+    # JSON list), instead of pydantic-settings insisting on JSON.
+    scopes: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [
             "https://api.ebay.com/oauth/api_scope",
             "https://api.ebay.com/oauth/api_scope/sell.account",
@@ -180,7 +184,12 @@ class EbaySettings(BaseModel):
     @field_validator("scopes", mode="before")
     @classmethod
     def _split_scopes(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.lstrip().startswith("["):
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                try:
+                    return json.loads(value)
+                except ValueError:
+                    raise ValueError("is not a valid JSON list of scopes") from None
             return [s for s in value.replace(",", " ").split() if s]
         return value
 
