@@ -73,6 +73,14 @@ class EbayAccount(Base):
             postgresql_where=text("next_health_check_at IS NOT NULL"),
         ),
         Index("ix_ebay_accounts_org_id_id", "org_id", "id"),
+        # Keyset pages of an org's accounts, sorted by name or by creation time.
+        Index(
+            "ix_ebay_accounts_org_id_lower_house_name_id",
+            "org_id",
+            text("lower(house_name)"),
+            "id",
+        ),
+        Index("ix_ebay_accounts_org_id_created_at_id", "org_id", "created_at", "id"),
         CheckConstraint("char_length(house_name) BETWEEN 1 AND 100", name="house_name_length"),
         CheckConstraint("char_length(purpose) <= 500", name="purpose_length"),
         CheckConstraint(
