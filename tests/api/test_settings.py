@@ -17,7 +17,18 @@ SESSION = "s" * 40
 
 
 def settings(env: str = "production", **api: Any) -> ApiSettings:
+    if env == "production":
+        api["jwt"] = {"issuer": "https://idp.example", "audience": "ebay-connector"} | dict(
+            api.get("jwt", {})
+        )
     return load_settings(ApiSettings, env=env, token_keys=KEYS, api=api)
+
+
+def test_production_refuses_the_development_issuer_and_audience() -> None:
+    with pytest.raises(SettingsError, match="CONNECTOR_API__JWT__ISSUER"):
+        settings(
+            jwt={"jwks_url": "https://idp/jwks", "issuer": "connector-dev"}, session_secret=SESSION
+        )
 
 
 def test_production_with_jwks_and_session_secret_starts() -> None:

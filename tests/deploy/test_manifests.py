@@ -113,3 +113,45 @@ def test_network_policy_denies_by_default() -> None:
     deny = policies["default-deny"]["spec"]
     assert deny["podSelector"] == {}
     assert set(deny["policyTypes"]) == {"Ingress", "Egress"}
+
+
+SETTINGS_CLASSES = {
+    "api": ("connector_api.settings", "ApiSettings"),
+    "scheduler": ("connector_scheduler.settings", "SchedulerSettings"),
+    "token-refresher": ("connector_token_refresher.settings", "TokenRefresherSettings"),
+    "health-checker": ("connector_health_checker.settings", "HealthCheckerSettings"),
+}
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_service_starts_in_production_with_the_manifest_settings(
+    service: str, tmp_path: Path
+) -> None:
+    """Each service's start-up check passes with exactly the variables the manifests set."""
+    import base64
+    import importlib
+    import os
+
+    from connector_common.settings import load_settings
+
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "database-url").write_text("postgresql://connector:pw@db:5432/connector")
+    (secrets / "token-keys").write_text(f"k1:{base64.b64encode(os.urandom(32)).decode()}")
+    (secrets / "ebay-client-secret").write_text("PRD-real-looking-cert-id-0123456789")
+    (secrets / "api-session-secret").write_text("s" * 48)
+    env: dict[str, str] = dict(of_kind("ConfigMap")["ebay-connector"]["data"])
+    container = pod_specs()[service]["containers"][0]
+    env.update({e["name"]: e["value"] for e in container.get("env", [])})
+    env = {k: v.replace("/var/run/secrets/connector", str(secrets)) for k, v in env.items()}
+    module, name = SETTINGS_CLASSES[service]
+    settings_class = getattr(importlib.import_module(module), name)
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in list(os.environ):
+            if variable.startswith("CONNECTOR_"):
+                patch.delenv(variable)
+        for variable, value in env.items():
+            patch.setenv(variable, value)
+        settings = load_settings(settings_class)
+    assert settings.env.value == "production"
+    assert settings.ebay.environment == "production"
