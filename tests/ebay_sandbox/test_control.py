@@ -11,6 +11,8 @@ import pytest
 
 from connector_common.ebay import EbayClient, TransientError
 from ebay_sandbox.faults import FaultBook, fault_from_json
+from ebay_sandbox.models import SandboxConfig
+from ebay_sandbox.state import SandboxState
 from tests.fixtures.sandbox import SandboxHandle
 
 
@@ -157,3 +159,12 @@ async def test_reset_restores_start_up_state(
     await ebay_client.application_token()  # the fault is gone
     assert [c["status"] for c in sandbox.calls(route="token")] == [200]
     assert sandbox.settings()["access_token_lifetime"] == 7200
+
+
+def test_demo_sellers_keep_their_identity_across_sandbox_restarts() -> None:
+    first = SandboxState(SandboxConfig())
+    second = SandboxState(SandboxConfig())
+    for username in ("demo_us_seller", "demo_uk_seller", "demo_motors_seller"):
+        a, b = first.seller(username), second.seller(username)
+        assert (a.user_id, a.eias_token) == (b.user_id, b.eias_token)
+    assert len({s.user_id for s in first.sellers.values()}) == len(first.sellers)

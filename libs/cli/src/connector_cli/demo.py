@@ -3,8 +3,9 @@ connected through the real flow (connect → consent URL → the sandbox's conse
 as eBay's redirect would), then a token and the admin page URL for the person at the terminal.
 
 Idempotent across restarts: an account already connected is reconnected (same account id, new
-tokens), never duplicated. The sandbox keeps its state in memory, so after a restart its demo
-sellers may be new eBay users; a demo account whose seller no longer exists is replaced.
+tokens), never duplicated. The sandbox keeps its state in memory but derives its demo sellers'
+user ids from their names, so after a restart they are the same eBay users and are reconnected;
+a demo account whose seller no longer exists (another sandbox) is replaced.
 """
 
 from __future__ import annotations

@@ -92,7 +92,9 @@ class SandboxState:
             self.rotate_refresh_tokens = self.config.rotate_refresh_tokens
         if self.config.demo_sellers:
             for username, site_id, account_type, store in DEMO_SELLERS:
-                self.create_seller(username, site_id, account_type=account_type, store_owner=store)
+                self.create_seller(
+                    username, site_id, account_type=account_type, store_owner=store, stable=True
+                )
 
     # --- sellers and apps -------------------------------------------------------------------
 
@@ -113,8 +115,13 @@ class SandboxState:
         account_type: str = "INDIVIDUAL",
         store_owner: bool = False,
         email: str | None = None,
+        stable: bool = False,
     ) -> Seller:
-        """Create a seller registered on a site (id, Trading code or marketplace id)."""
+        """Create a seller registered on a site (id, Trading code or marketplace id).
+
+        ``stable`` derives the user id and EIAS token from the username, so a restarted sandbox
+        gives its demo sellers the same identity (a reconnect, not a new account).
+        """
         found = site_for(site)
         if found is None:
             raise SandboxError(f"unknown site {site!r}")
@@ -123,10 +130,10 @@ class SandboxState:
         if account_type not in ("INDIVIDUAL", "BUSINESS"):
             raise SandboxError("account_type must be INDIVIDUAL or BUSINESS")
         seller = Seller(
-            user_id=tokens.user_id(),
+            user_id=tokens.stable_user_id(username) if stable else tokens.user_id(),
             username=username,
             site=found,
-            eias_token=tokens.eias_token(),
+            eias_token=tokens.stable_eias_token(username) if stable else tokens.eias_token(),
             email=email or f"{username}@example.com",
             account_type=account_type,
             store_owner=store_owner,

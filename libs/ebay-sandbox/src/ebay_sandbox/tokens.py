@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 import string
 
@@ -49,6 +50,22 @@ def eias_token() -> str:
 def user_id() -> str:
     """An immutable Identity API user id (11 characters, like ``ma8vp1jySJC``)."""
     return "".join(secrets.choice(_ALNUM) for _ in range(11))
+
+
+def stable_user_id(username: str) -> str:
+    """A user id derived from the username: the demo sellers keep theirs across restarts."""
+    digest = int.from_bytes(hashlib.sha256(b"sandbox-user:" + username.encode()).digest(), "big")
+    chars = []
+    for _ in range(11):
+        digest, index = divmod(digest, len(_ALNUM))
+        chars.append(_ALNUM[index])
+    return "".join(chars)
+
+
+def stable_eias_token(username: str) -> str:
+    """An EIAS token derived from the username (demo sellers)."""
+    tail = base64.b64encode(hashlib.sha256(b"sandbox-eias:" + username.encode()).digest()[:30])
+    return "nY+sHZ2PrBmdj6wVnY+sEZ2PrA2dj6" + tail.decode("ascii")
 
 
 def request_id() -> str:
