@@ -24,7 +24,7 @@ def settings(env: str = "production", **api: Any) -> ApiSettings:
     return load_settings(ApiSettings, env=env, token_keys=KEYS, api=api)
 
 
-def test_production_refuses_the_development_issuer_and_audience() -> None:
+def test_production_refuses_the_development_issuer() -> None:
     with pytest.raises(SettingsError, match="CONNECTOR_API__JWT__ISSUER"):
         settings(
             jwt={"jwks_url": "https://idp/jwks", "issuer": "connector-dev"}, session_secret=SESSION

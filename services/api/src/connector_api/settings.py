@@ -150,10 +150,10 @@ class ApiSettings(CommonSettings):
             )
         if not jwt.jwks_url:
             problems.append("CONNECTOR_API__JWT__JWKS_URL is missing")
-        if jwt.issuer == DEV_ISSUER or jwt.audience == DEV_AUDIENCE:
+        if jwt.issuer == DEV_ISSUER:
             problems.append(
-                "CONNECTOR_API__JWT__ISSUER and CONNECTOR_API__JWT__AUDIENCE must name your "
-                "identity provider and this API (they are still the development defaults)"
+                "CONNECTOR_API__JWT__ISSUER must name your identity provider "
+                "(it is still the development default)"
             )
         secret = self.api.session_secret
         if secret is None or is_placeholder(secret.get_secret_value()):
