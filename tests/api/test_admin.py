@@ -141,6 +141,41 @@ async def test_a_form_without_the_csrf_token_changes_nothing(api: Api) -> None:
     await client.aclose()
 
 
+async def test_a_form_token_with_non_ascii_characters_changes_nothing(api: Api) -> None:
+    account = await seed_account(api, "A")
+    client = await login(api)
+    response = await client.post(
+        f"/admin/accounts/{account.id}/deactivate", data={"csrf": "t\u00f6ken"}
+    )
+    assert response.status_code == 303
+    assert flash(api, response)[0] == "error"
+    async with api.state.sessions() as session:
+        row = await session.get(EbayAccount, account.id)
+    assert row is not None
+    assert row.is_active
+    await client.aclose()
+
+
+async def test_a_login_form_token_with_non_ascii_characters_is_refused(api: Api) -> None:
+    async with httpx.AsyncClient(
+        transport=api.client._transport, base_url=str(api.client.base_url)
+    ) as browser:
+        await browser.get("/admin")  # the login form's cookie
+        response = await browser.post(
+            "/admin/login", data={"csrf": "t\u00f6ken", "token": api.token()}
+        )
+    assert response.status_code == 303
+    assert "connector_session=" not in response.headers.get("set-cookie", "")
+    assert flash(api, response)[0] == "error"
+
+
+async def test_a_flash_cookie_with_non_ascii_characters_is_ignored(api: Api) -> None:
+    cookie = "connector_flash=e30.s\u00e9gn\u00e9".encode()
+    response = await api.client.get("/admin", headers={b"Cookie": cookie})
+    assert response.status_code == 200
+    assert 'action="/admin/login"' in response.text
+
+
 async def test_rename_deactivate_reactivate_refresh_check_and_delete_from_the_page(
     api: Api,
 ) -> None:

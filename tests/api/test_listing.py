@@ -155,6 +155,14 @@ async def test_tampered_or_foreign_cursor_is_422(api: Api) -> None:
         assert response.json()["fields"][0]["field"] == "cursor"
 
 
+async def test_a_cursor_with_non_ascii_characters_is_422(api: Api) -> None:
+    response = await api.client.get(
+        "/ebay-accounts", params={"cursor": "e30.s\u00e9gn\u00e9"}, headers=api.auth()
+    )
+    assert response.status_code == 422
+    assert response.json()["fields"][0]["field"] == "cursor"
+
+
 @pytest.mark.parametrize(
     "params",
     [{"limit": 0}, {"limit": 201}, {"sort": "password"}, {"status": "bogus"}, {"marketplace": "x"}],

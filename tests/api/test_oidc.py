@@ -87,6 +87,17 @@ async def test_oidc_callback_with_another_state_is_refused(
     assert "connector_session=" not in response.headers.get("set-cookie", "")
 
 
+async def test_oidc_callback_with_a_non_ascii_state_is_refused(
+    oidc_api: Api, idp: IdentityProvider
+) -> None:
+    async with browser_for(oidc_api) as browser:
+        back = await start_login(oidc_api, browser)
+        forged = back.replace("state=", "state=%C3%A9")
+        response = await browser.get(forged)
+    assert response.status_code == 400
+    assert "does not match" in response.text
+
+
 async def test_oidc_callback_without_the_login_cookie_is_refused(
     oidc_api: Api, idp: IdentityProvider
 ) -> None:

@@ -20,6 +20,7 @@ import jwt
 from connector_api.auth import Identity, JwksKeys, parse_roles
 from connector_api.errors import Unauthorized, Unavailable
 from connector_api.settings import JwtSettings, OidcSettings
+from connector_api.signing import constant_time_equal
 
 DISCOVERY_CACHE_SECONDS = 3600.0
 
@@ -165,7 +166,7 @@ class OidcClient:
             )
         except (jwt.PyJWTError, Unauthorized, Unavailable):
             raise OidcError("the ID token does not verify") from None
-        if not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
+        if not constant_time_equal(nonce, str(claims.get("nonce", ""))):
             raise OidcError("the ID token was not issued for this login")
         org = claims.get(self._jwt.org_claim)
         if not isinstance(org, str) or not 0 < len(org) <= 200:

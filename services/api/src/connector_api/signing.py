@@ -24,6 +24,11 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def constant_time_equal(expected: str, given: str) -> bool:
+    """``hmac.compare_digest`` for any text: False (not TypeError) when ``given`` is not ASCII."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass"))
+
+
 class Signer:
     """Signs and verifies short values for one purpose."""
 
@@ -38,7 +43,9 @@ class Signer:
 
     def verify_mac(self, data: str, signature: str) -> bool:
         """Constant-time check of a signature made by :meth:`mac`."""
-        return hmac.compare_digest(self.mac(data), signature)
+        # Bytes, not str: compare_digest raises TypeError on a non-ASCII str, and signatures
+        # arrive from forms, cookies and query strings (a bad one is refused, never a 500).
+        return constant_time_equal(self.mac(data), signature)
 
     def dumps(self, value: Any) -> str:
         """JSON-encode and sign ``value``."""

@@ -6,8 +6,6 @@ https); the token itself is not kept.
 
 from __future__ import annotations
 
-import secrets
-
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
@@ -19,6 +17,7 @@ from connector_api.oidc import LoginRequest, OidcError
 from connector_api.pages import render
 from connector_api.routes.admin import redirect_with_flash as _redirect
 from connector_api.sessions import LOGIN_CSRF_COOKIE, SESSION_COOKIE
+from connector_api.signing import constant_time_equal
 from connector_api.state import AppState
 from connector_common.events import utcnow
 
@@ -118,7 +117,7 @@ async def oidc_callback(request: Request, app: StateDep) -> Response:
         except (ValueError, IndexError, TypeError):
             raise OidcError("this login attempt is unknown or expired") from None
         state, code = params.get("state") or "", params.get("code") or ""
-        if not state or not secrets.compare_digest(state, attempt.state):
+        if not state or not constant_time_equal(attempt.state, state):
             raise OidcError("this login attempt does not match")
         if not code or len(code) > 2048:
             raise OidcError("the identity provider sent no code")
