@@ -154,3 +154,24 @@ def test_malformed_json_scopes_get_a_clear_error(clean_env: pytest.MonkeyPatch) 
     clean_env.setenv("CONNECTOR_EBAY__SCOPES", '["unterminated')
     with pytest.raises(SettingsError, match="CONNECTOR_EBAY__SCOPES"):
         load_settings(CommonSettings)
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("CONNECTOR_DATABASE", '{"url": "postgresql://u:hunter2@db/x"'),
+        ("CONNECTOR_EBAY", "hunter2"),
+    ],
+)
+def test_a_group_variable_that_is_not_json_names_the_variable_not_a_traceback(
+    clean_env: pytest.MonkeyPatch, variable: str, raw: str
+) -> None:
+    clean_env.setenv("CONNECTOR_ENV", "development")
+    clean_env.setenv(variable, raw)
+    # pydantic-settings raises its own SettingsError here; callers only turn ours into exit 2.
+    with pytest.raises(SettingsError) as info:
+        load_settings(CommonSettings)
+    message = str(info.value)
+    assert variable in message
+    assert "JSON" in message
+    assert "hunter2" not in message

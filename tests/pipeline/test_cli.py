@@ -27,6 +27,7 @@ SECRET = "kZ3-not-a-real-key-but-secret-anyway"
             {"CONNECTOR_TOKEN_KEYS": SECRET},
             "CONNECTOR_TOKEN_KEYS entry 1 is not 'id:base64key'",
         ),
+        ("scheduler", [], {"CONNECTOR_WORKER": SECRET}, "CONNECTOR_WORKER (or a"),
     ],
 )
 def test_a_bad_flag_or_setting_exits_2_naming_it_and_never_echoing_a_secret(

@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import os
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -25,6 +26,7 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from pydantic_settings import SettingsError as SourceError
 
 ENV_PREFIX = "CONNECTOR_"
 FILE_SUFFIX = "_FILE"
@@ -331,6 +333,14 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
 
     try:
         return cls(**overrides)
+    except SourceError as exc:
+        # A group given as one JSON variable (CONNECTOR_DATABASE='{...}') that does not parse:
+        # pydantic-settings names only the field, and its traceback would reach the terminal.
+        field = re.search(r'field "([^"]+)"', str(exc))
+        group = f"{ENV_PREFIX}{field.group(1).upper()}" if field else f"a {ENV_PREFIX}* variable"
+        raise SettingsError(
+            f"invalid configuration: {group} (or a {group}__* variable) must be valid JSON"
+        ) from None
     except ValidationError as exc:
         lines = []
         for error in exc.errors(include_input=False, include_url=False):
