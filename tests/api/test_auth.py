@@ -187,6 +187,7 @@ async def jwks_api(
                 }
             ),
             "session_secret": SecretStr(secrets.token_urlsafe(32)),
+            "public_url": "https://api.test",
         }
     )
     settings = ApiSettings.model_validate(

@@ -21,6 +21,7 @@ def settings(env: str = "production", **api: Any) -> ApiSettings:
         api["jwt"] = {"issuer": "https://idp.example", "audience": "ebay-connector"} | dict(
             api.get("jwt", {})
         )
+        api.setdefault("public_url", "https://connector.example")
     return load_settings(ApiSettings, env=env, token_keys=KEYS, api=api)
 
 
@@ -78,6 +79,15 @@ def test_development_needs_some_key_source() -> None:
 def test_placeholder_session_secret_is_refused_in_production() -> None:
     with pytest.raises(SettingsError, match="CONNECTOR_API__SESSION_SECRET"):
         settings(jwt={"jwks_url": "https://idp/jwks"}, session_secret="changeme")
+
+
+@pytest.mark.parametrize("public_url", ["http://127.0.0.1:8000", "http://connector.example"])
+def test_production_refuses_a_public_url_that_is_not_https(public_url: str) -> None:
+    # Over http the admin session cookie would be sent without Secure.
+    with pytest.raises(SettingsError, match="CONNECTOR_API__PUBLIC_URL"):
+        settings(
+            jwt={"jwks_url": "https://idp/jwks"}, session_secret=SESSION, public_url=public_url
+        )
 
 
 def test_https_public_url_makes_cookies_secure() -> None:

@@ -155,6 +155,10 @@ class ApiSettings(CommonSettings):
                 "CONNECTOR_API__JWT__ISSUER must name your identity provider "
                 "(it is still the development default)"
             )
+        if not self.api.secure_cookies:
+            # Browsers reach the admin page and the OAuth callback here: over http the session
+            # cookie would travel without Secure, in the clear.
+            problems.append("CONNECTOR_API__PUBLIC_URL must be an https:// URL")
         secret = self.api.session_secret
         if secret is None or is_placeholder(secret.get_secret_value()):
             problems.append("CONNECTOR_API__SESSION_SECRET is missing or a placeholder")
