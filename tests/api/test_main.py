@@ -3,7 +3,9 @@ stops cleanly on SIGTERM; bad flags or settings exit 2 with a message naming the
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -11,8 +13,12 @@ import time
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
+from connector_api.main import register_secrets
+from connector_api.settings import ApiSettings
 from connector_cli.embedded import free_port
+from connector_common.redaction import redact_text
 
 
 def api_env(database_url: str, nats_url: str, token_keys: str, **extra: str) -> dict[str, str]:
@@ -100,3 +106,29 @@ def test_production_without_its_secrets_refuses_to_start_naming_them() -> None:
     ):
         assert name in output
     assert "d" * 40 not in output  # names, never values
+
+
+def test_every_configured_secret_is_scrubbed_from_log_lines() -> None:
+    keys = [base64.b64encode(os.urandom(32)).decode() for _ in range(2)]
+    values = {
+        "nats_password": "nats-pw-" + secrets.token_hex(8),
+        "nats_token": "nats-tok-" + secrets.token_hex(8),
+        "client_secret": "ebay-cs-" + secrets.token_hex(8),
+        "dev_secret": secrets.token_urlsafe(32),
+        "session_secret": secrets.token_urlsafe(32),
+        "oidc_secret": "oidc-cs-" + secrets.token_hex(8),
+    }
+    settings = ApiSettings(
+        env="development",
+        token_keys=SecretStr(f"old:{keys[0]},new:{keys[1]}"),
+        nats={"password": values["nats_password"], "token": values["nats_token"]},
+        ebay={"client_secret": values["client_secret"]},
+        api={
+            "jwt": {"dev_secret": values["dev_secret"]},
+            "session_secret": values["session_secret"],
+            "oidc": {"client_secret": values["oidc_secret"]},
+        },
+    )
+    register_secrets(settings)
+    for name, secret in [*values.items(), ("old key", keys[0]), ("new key", keys[1])]:
+        assert redact_text(f"failed with {secret}!") == "failed with [REDACTED]!", name

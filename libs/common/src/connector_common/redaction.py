@@ -13,7 +13,10 @@ import logging
 import re
 import threading
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from connector_common.settings import CommonSettings
 
 REDACTED = "[REDACTED]"
 
@@ -77,6 +80,18 @@ def register_secret(value: str | None) -> None:
     if value and len(value) >= 6:
         with _registered_lock:
             _registered.add(value)
+
+
+def register_settings_secrets(settings: CommonSettings) -> None:
+    """Register every secret the common settings hold: the eBay client secret, each key of the
+    token key ring (its material, as it would appear alone) and the NATS credentials."""
+    register_secret(settings.ebay.client_secret.get_secret_value())
+    if settings.token_keys is not None:
+        for entry in settings.token_keys.get_secret_value().split(","):
+            register_secret(entry.partition(":")[2].strip())
+    for secret in (settings.nats.password, settings.nats.token):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
 
 
 def redact_text(text: str) -> str:

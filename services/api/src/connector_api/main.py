@@ -16,7 +16,7 @@ import uvicorn
 
 from connector_api.settings import ApiSettings
 from connector_common.logs import configure_logging, get_logger
-from connector_common.redaction import register_secret
+from connector_common.redaction import register_secret, register_settings_secrets
 from connector_common.settings import SettingsError, load_settings
 
 GRACE_SECONDS = 25  # within Kubernetes' default 30 s termination grace period
@@ -43,12 +43,12 @@ def _port(value: int) -> int:
 
 def register_secrets(settings: ApiSettings) -> None:
     """Make every configured secret redactable in logs, whatever shape it takes."""
-    register_secret(settings.ebay.client_secret.get_secret_value())
+    # The common ones (eBay client secret, each token key, NATS credentials), then the API's.
+    register_settings_secrets(settings)
     for secret in (
         settings.api.jwt.dev_secret,
         settings.api.session_secret,
         settings.api.oidc.client_secret,
-        settings.token_keys,
     ):
         if secret is not None:
             register_secret(secret.get_secret_value())

@@ -24,9 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connector_common.db.engine import SessionFactory, create_engine, create_session_factory
 from connector_common.logs import configure_logging, get_logger
-from connector_common.messaging import Topology, connect, ensure_streams
+from connector_common.messaging import Topology, connect_until_stopped, ensure_streams
 from connector_common.outbox import OutboxRelay
-from connector_common.redaction import register_secret
+from connector_common.redaction import register_settings_secrets
 from connector_common.settings import DatabaseSettings
 from connector_common.telemetry import Telemetry, setup_telemetry
 from connector_common.worker.deadletter import DeadLetters
@@ -65,13 +65,7 @@ class Component(Protocol):
 
 def register_secrets(settings: WorkerSettings) -> None:
     """Teach the log redaction the secrets this process knows."""
-    register_secret(settings.ebay.client_secret.get_secret_value())
-    if settings.token_keys is not None:
-        for part in settings.token_keys.get_secret_value().split(","):
-            register_secret(part.partition(":")[2].strip())
-    for secret in (settings.nats.password, settings.nats.token):
-        if secret is not None:
-            register_secret(secret.get_secret_value())
+    register_settings_secrets(settings)
 
 
 def pool_for(settings: WorkerSettings) -> DatabaseSettings:
@@ -107,14 +101,44 @@ async def run_worker(
             loop.add_signal_handler(signum, stop.set)
     telemetry = setup_telemetry(settings.otel, service)
     engine = create_engine(pool_for(settings), application_name=service)
-    nc = await connect(settings.nats, service)
+    progress = Progress(stall_after=stall_after, handler_timeout=handler_timeout)
+    nc: NatsClient | None = None
+
+    async def database_ready() -> None:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def nats_ready() -> None:
+        if nc is None or not nc.is_connected:
+            raise ConnectionError("NATS is not connected")
+        await nc.flush(timeout=2)
+
+    # Probes first: while NATS is still down at start-up the process is alive (waiting for a
+    # dependency), just not ready; without them Kubernetes would restart it in a loop.
+    probes = ProbeServer(
+        progress,
+        {"database": database_ready, "nats": nats_ready},
+        host=settings.probe_host,
+        port=settings.probe_port,
+    )
+    await probes.start()
     try:
-        return await _serve(
-            settings, service, build, engine, nc, telemetry, stop, stall_after, handler_timeout
+        nc = await connect_until_stopped(
+            settings.nats,
+            service,
+            stop,
+            on_wait=progress.cycle,
+            poll_seconds=min(1.0, stall_after / 3),
         )
+        if nc is None:
+            log.info("stopped before NATS could be reached", service=service)
+            return 0
+        return await _serve(settings, service, build, engine, nc, telemetry, stop, progress, probes)
     finally:
-        with contextlib.suppress(Exception):
-            await nc.drain()
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.drain()
+        await probes.stop()
         await engine.dispose()
         telemetry.shutdown()
         log.info("stopped", service=service)
@@ -128,15 +152,14 @@ async def _serve(
     nc: NatsClient,
     telemetry: Telemetry,
     stop: asyncio.Event,
-    stall_after: float,
-    handler_timeout: float,
+    progress: Progress,
+    probes: ProbeServer,
 ) -> int:
     topology = Topology(settings.nats.namespace)
     js = nc.jetstream()
     await ensure_streams(js, topology, settings.nats.stream_replicas)
     sessions = create_session_factory(engine)
     relay = OutboxRelay(sessions, js)
-    progress = Progress(stall_after=stall_after, handler_timeout=handler_timeout)
     context = WorkerContext(
         settings=settings,
         service=service,
@@ -152,23 +175,6 @@ async def _serve(
         dead_letters=DeadLetters(js, topology),
         stop=stop,
     )
-
-    async def database_ready() -> None:
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-
-    async def nats_ready() -> None:
-        if not nc.is_connected:
-            raise ConnectionError("NATS is not connected")
-        await nc.flush(timeout=2)
-
-    probes = ProbeServer(
-        progress,
-        {"database": database_ready, "nats": nats_ready},
-        host=settings.probe_host,
-        port=settings.probe_port,
-    )
-    await probes.start()
     relay_stop = asyncio.Event()
     relay_task = asyncio.create_task(relay.run(relay_stop), name="outbox-relay")
     component = build(context)
@@ -187,4 +193,3 @@ async def _serve(
         with contextlib.suppress(Exception):
             # Events committed by the last handlers go out before the connection drains.
             await asyncio.wait_for(relay.publish_pending(), 10)
-        await probes.stop()
