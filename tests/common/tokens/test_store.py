@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 
@@ -286,3 +287,26 @@ async def test_a_refresh_token_sent_by_ebay_replaces_the_stored_one(
     # The stored one is the one that works now: the next refresh uses it successfully.
     second = await store.refresh(RefreshRequest(account_id, reason="manual"))
     assert second.outcome is RefreshOutcome.REFRESHED
+
+
+async def test_a_token_under_an_old_key_is_read_and_rewritten_with_the_newest_key(
+    sessions: SessionFactory, ebay_client: EbayClient, sandbox: SandboxHandle
+) -> None:
+    old = {"old": os.urandom(32)}
+    org = await make_org_row(sessions)
+    account_id = await connect_seller(
+        sessions, TokenCipher(old), ebay_client, sandbox, SELLER, org=org
+    )
+    before = await token_row(sessions, account_id)
+    rotated = TokenCipher({**old, "new": os.urandom(32)})  # "new" is appended: it encrypts
+    store = make_store(sessions, rotated, ebay_client)
+    assert await current_token(store, account_id) is not None  # the old key still decrypts
+    result = await store.refresh(RefreshRequest(account_id, reason="manual"))
+    assert result.outcome is RefreshOutcome.REFRESHED
+    after = await token_row(sessions, account_id)
+    assert after.key_id == "new"
+    assert rotated.key_id_of(after.access_token_ct or b"") == "new"
+    assert rotated.key_id_of(after.refresh_token_ct or b"") == "new"
+    assert rotated.decrypt(after.refresh_token_ct or b"", account_id, "refresh_token") == (
+        rotated.decrypt(before.refresh_token_ct or b"", account_id, "refresh_token")
+    )
