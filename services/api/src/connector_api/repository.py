@@ -211,12 +211,17 @@ async def active_house_name_owner(
 
 async def health_checks(
     session: AsyncSession,
+    org_id: uuid.UUID,
     account_id: uuid.UUID,
     after: tuple[datetime, int] | None,
     limit: int,
 ) -> list[HealthCheck]:
-    """An account's checks, newest first (the caller has checked the account's org)."""
-    stmt = select(HealthCheck).where(HealthCheck.account_id == account_id)
+    """The org's account's checks, newest first (none when the account is another org's)."""
+    stmt = (
+        select(HealthCheck)
+        .join(EbayAccount, EbayAccount.id == HealthCheck.account_id)
+        .where(HealthCheck.account_id == account_id, EbayAccount.org_id == org_id)
+    )
     if after is not None:
         stmt = stmt.where(
             or_(

@@ -156,7 +156,7 @@ async def health_history(
             after = (datetime.fromisoformat(str(position[0])), int(position[1]))
         except (IndexError, ValueError, TypeError):
             raise InvalidInput("the cursor is not valid", field="cursor") from None
-    checks = await repo.health_checks(session, account_id, after, limit + 1)
+    checks = await repo.health_checks(session, ctx.principal.org_id, account_id, after, limit + 1)
     next_cursor = None
     if len(checks) > limit:
         checks = checks[:limit]
