@@ -14,6 +14,9 @@ installations or test runs can share one NATS cluster.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import nats
@@ -138,6 +141,40 @@ async def connect(settings: NatsSettings, name: str) -> NatsClient:
     if settings.token:
         options["token"] = settings.token.get_secret_value()
     return await nats.connect(**options)  # type: ignore[arg-type]
+
+
+async def connect_until_stopped(
+    settings: NatsSettings,
+    name: str,
+    stop: asyncio.Event,
+    *,
+    on_wait: Callable[[], None] | None = None,
+    poll_seconds: float = 1.0,
+) -> NatsClient | None:
+    """:func:`connect`, but give up when ``stop`` is set first (then returns None).
+
+    :func:`connect` never gives up while NATS is down; a process started during an outage must
+    still answer SIGTERM at once. ``on_wait`` is called every ``poll_seconds`` while waiting
+    (waiting for a dependency is progress, not a hang).
+    """
+    attempt = asyncio.create_task(connect(settings, name), name="nats-connect")
+    stopped = asyncio.create_task(stop.wait(), name="nats-connect-stop")
+    try:
+        while not attempt.done() and not stop.is_set():
+            await asyncio.wait(
+                {attempt, stopped}, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+            if on_wait is not None and not attempt.done():
+                on_wait()
+        if stop.is_set():
+            attempt.cancel()
+            with contextlib.suppress(BaseException):
+                client = await attempt
+                await client.close()
+            return None
+        return attempt.result()
+    finally:
+        stopped.cancel()
 
 
 async def ensure_streams(js: JetStreamContext, topology: Topology, replicas: int = 1) -> None:
