@@ -4,6 +4,7 @@ stops cleanly on SIGTERM; bad flags or settings exit 2 with a message naming the
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets
 import signal
@@ -132,3 +133,30 @@ def test_every_configured_secret_is_scrubbed_from_log_lines() -> None:
     register_secrets(settings)
     for name, secret in [*values.items(), ("old key", keys[0]), ("new key", keys[1])]:
         assert redact_text(f"failed with {secret}!") == "failed with [REDACTED]!", name
+
+
+def test_api_started_while_nats_is_down_serves_and_stops_at_once_on_sigterm(
+    database_url: str, token_keys: str
+) -> None:
+    port = free_port()
+    dead_nats = f"nats://127.0.0.1:{free_port()}"
+    process = run_api(["--port", str(port)], api_env(database_url, dead_nats, token_keys))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.communicate()[0]
+            assert time.monotonic() < deadline, "the API did not serve"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.05)  # polling a server with a deadline
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").json()["nats"] == "unreachable"
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    # Nothing to drain: the wait for NATS ends with the shutdown instead of timing out.
+    assert time.monotonic() - started < 5

@@ -21,7 +21,7 @@ from connector_api.signing import CursorCodec, Signer
 from connector_common.crypto import TokenCipher
 from connector_common.db.engine import SessionFactory, unit_of_work
 from connector_common.ebay import EbayClient
-from connector_common.messaging import Topology, connect, ensure_streams
+from connector_common.messaging import Topology, connect_until_stopped, ensure_streams
 from connector_common.outbox import OutboxRelay
 from connector_common.redaction import redact_text
 from connector_common.telemetry import Telemetry
@@ -91,7 +91,10 @@ class AppState:
         delay = 0.5
         while not self.stop.is_set():
             try:
-                client = await connect(self.settings.nats, self.settings.service_name)
+                # Gives up when the API stops: a shutdown during a NATS outage is not delayed.
+                client = await connect_until_stopped(
+                    self.settings.nats, self.settings.service_name, self.stop
+                )
             except Exception as exc:  # NATS is down: retry, the API keeps serving
                 log.warning(
                     "nats connect failed", error=redact_text(str(exc))[:200], retry_in=delay
@@ -100,6 +103,8 @@ class AppState:
                     await asyncio.wait_for(self.stop.wait(), delay)
                 delay = min(delay * 2, 10.0)
                 continue
+            if client is None:
+                return
             self.nats = client
             js = client.jetstream()
             if self.settings.api.declare_streams:
