@@ -54,7 +54,9 @@ async def seed_refresh_states(sessions: SessionFactory, token_keys: str) -> dict
             },
         }
         for name, fields in states.items():
-            account = await make_account(session, org, house_name=name, next_health_check_at=None)
+            account = await make_account(
+                session, org, house_name=name, next_health_check_at=utcnow() - timedelta(minutes=1)
+            )
             await make_token(session, account, c, **fields)  # type: ignore[arg-type]
             ids[name] = account.id
         inactive = await make_account(
@@ -230,6 +232,30 @@ async def test_work_that_jetstream_did_not_confirm_stays_due(
         token = await session.get(EbayToken, account.id)
         assert token is not None
         assert token.refresh_requested_at is None
+
+
+async def test_a_tick_stops_publishing_when_jetstream_refuses_instead_of_retrying_the_same_rows(
+    make_scheduler: MakeScheduler,
+    sessions: SessionFactory,
+    js: JetStreamContext,
+    topology: Topology,
+    token_keys: str,
+) -> None:
+    c = cipher(token_keys)
+    async with unit_of_work(sessions) as session:
+        org = await make_org(session)
+        for name in ("a", "b", "c"):
+            account = await make_account(
+                session, org, house_name=name, next_health_check_at=utcnow() - timedelta(minutes=1)
+            )
+            await make_token(session, account, c, expires_in=timedelta(minutes=1))
+    await js.delete_stream(topology.work_stream)  # every publish is refused at once
+    # Batches of 2 and a budget of 200: the unpublished rows are due again in the next batch.
+    scheduler = make_scheduler(scheduler_batch_size=2, scheduler_max_per_tick=200)
+    report = await scheduler.tick()
+    # One failed batch of each kind, then the tick ends; the rest waits for the next tick.
+    assert report.failed == 4
+    assert report.published == 0
 
 
 async def test_health_checks_are_published_for_due_active_accounts_with_the_slot(

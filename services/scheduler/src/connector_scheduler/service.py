@@ -133,7 +133,9 @@ class Scheduler:
                 done = await self._publish(commands, report, "refresh")
                 await repository.mark_refresh_requested(session, done)
             budget -= len(rows)
-            if len(rows) < settings.scheduler_batch_size:
+            # A refused publish leaves its rows due: the next batch would claim the same rows
+            # again, so a NATS outage would spin through the whole budget. Next tick instead.
+            if len(rows) < settings.scheduler_batch_size or len(done) < len(rows):
                 break
         slot = int(utcnow().timestamp() // settings.health_interval_seconds)
         while budget > 0:
@@ -147,7 +149,7 @@ class Scheduler:
                 done = await self._publish(commands, report, "health")
                 await repository.mark_health_requested(session, done)
             budget -= len(due)
-            if len(due) < settings.scheduler_batch_size:
+            if len(due) < settings.scheduler_batch_size or len(done) < len(due):
                 break
 
     async def _publish(
