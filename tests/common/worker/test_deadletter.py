@@ -12,7 +12,10 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from connector_common.messaging import Topology
 from connector_common.worker.deadletter import (
     DELIVERIES_HEADER,
+    MAX_PAYLOAD,
     REASON_HEADER,
+    TRUNCATED_HEADER,
+    DeadLetter,
     DeadLetters,
     MaxDeliveriesWatcher,
 )
@@ -68,6 +71,29 @@ async def test_an_exhausted_message_is_dead_lettered_from_its_advisory(
     assert headers[REASON_HEADER].startswith("max deliveries (2)")
     assert headers[DELIVERIES_HEADER] == "2"
     assert headers["Connector-Original-Msg-Id"] == "p-1"
+
+
+async def test_a_dead_letter_too_big_for_nats_is_stored_cut_and_the_connection_stays_up(
+    nats_client: NatsClient, js: JetStreamContext, topology: Topology
+) -> None:
+    # As big as NATS takes: with the dead letter's own headers it would no longer fit.
+    payload = b"x" * (nats_client.max_payload - 100)
+    letter = DeadLetter(
+        kind="refresh",
+        subject=topology.refresh_subject,
+        payload=payload,
+        headers={"Nats-Msg-Id": "huge-1"},
+        reason="malformed refresh request: body: invalid JSON",
+        deliveries=1,
+        stream=topology.work_stream,
+        stream_seq=7,
+        consumer=topology.refresher_durable,
+    )
+    await DeadLetters(js, topology).publish(letter)
+    assert nats_client.is_connected
+    [(_subject, headers, stored)] = await dead_letters(js, topology)
+    assert stored == payload[:MAX_PAYLOAD]
+    assert headers[TRUNCATED_HEADER] == str(len(payload))
 
 
 async def _empty(js: JetStreamContext, topology: Topology) -> bool:

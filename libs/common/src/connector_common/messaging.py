@@ -34,6 +34,9 @@ from connector_common.settings import NatsSettings
 
 DAY = 24 * 3600.0
 WORK_DUPLICATE_WINDOW = 60.0
+# Work messages carry ids only (well under 1 KiB). Anything far bigger is refused when it is
+# published (a clear error for the producer) instead of becoming work nobody can do.
+WORK_MAX_MESSAGE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class Topology:
                 # apart (connector_common.worker.settings validates both).
                 duplicate_window=WORK_DUPLICATE_WINDOW,
                 max_age=2 * DAY,
+                max_msg_size=WORK_MAX_MESSAGE_BYTES,
                 discard=DiscardPolicy.OLD,
             ),
             StreamConfig(

@@ -40,7 +40,12 @@ DELIVERIES_HEADER = "Connector-Deliveries"
 STREAM_SEQ_HEADER = "Connector-Stream-Seq"
 CONSUMER_HEADER = "Connector-Consumer"
 MSG_ID_HEADER = "Connector-Original-Msg-Id"
+TRUNCATED_HEADER = "Connector-Payload-Truncated"  # the original size, when the copy is cut
 MAX_REASON = 300
+# A dead letter keeps at most this much of the original payload. The copy carries more headers
+# than the original: a message near the server's max_payload would not fit, nats-server answers
+# such a publish with -ERR, and nats-py then closes the connection for good.
+MAX_PAYLOAD = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -85,9 +90,13 @@ class DeadLetters:
                 CONSUMER_HEADER: letter.consumer,
             }
         )
+        payload = letter.payload
+        if len(payload) > MAX_PAYLOAD:
+            headers[TRUNCATED_HEADER] = str(len(payload))
+            payload = payload[:MAX_PAYLOAD]
         await self._js.publish(
             self._topology.dlq_subject(letter.kind),
-            letter.payload,
+            payload,
             headers=headers,
             timeout=self._timeout,
         )
