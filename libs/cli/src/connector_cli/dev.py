@@ -45,8 +45,10 @@ def dev_secret(data_dir: Path, name: str, make: Callable[[], str], what: str) ->
     if path.exists():
         return path.read_text().strip()
     value = make()
-    path.write_text(value + "\n")
-    path.chmod(0o600)
+    # Created owner-only from the start (O_EXCL: never through someone else's file or link).
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
     say(f"generated a development {what} in {path} (development only; never use it elsewhere)")
     return value
 
