@@ -165,7 +165,14 @@ async def test_a_cursor_with_non_ascii_characters_is_422(api: Api) -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [{"limit": 0}, {"limit": 201}, {"sort": "password"}, {"status": "bogus"}, {"marketplace": "x"}],
+    [
+        {"limit": 0},
+        {"limit": 201},
+        {"sort": "password"},
+        {"status": "bogus"},
+        {"marketplace": "x"},
+        {"purpose": "orders\x00"},  # PostgreSQL text cannot hold NUL: a 500 before
+    ],
 )
 async def test_bad_list_parameters_are_422_with_the_field(api: Api, params: dict[str, Any]) -> None:
     response = await api.client.get("/ebay-accounts", params=params, headers=api.auth())

@@ -42,6 +42,8 @@ def _purpose(value: str) -> str:
 # Bounded before cleaning too, so a huge value is refused without being processed.
 HouseName = Annotated[str, Field(max_length=400), AfterValidator(_house_name)]
 Purpose = Annotated[str, Field(max_length=2000), AfterValidator(_purpose)]
+# A purpose to filter by: what a stored purpose may be (a NUL would fail in PostgreSQL).
+PurposeFilter = Annotated[str, AfterValidator(_purpose)]
 
 
 class Input(BaseModel):

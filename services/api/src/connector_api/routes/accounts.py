@@ -14,6 +14,7 @@ from connector_api.schemas import (
     AccountPage,
     AccountUpdate,
     HealthCheckPage,
+    PurposeFilter,
     SortKey,
     WorkQueued,
     error_responses,
@@ -38,7 +39,8 @@ async def list_accounts(
         list[AccountStatus] | None, Query(alias="status", description="Any of these statuses.")
     ] = None,
     purpose: Annotated[
-        str | None, Query(max_length=500, description="Exact purpose (case-insensitive).")
+        PurposeFilter | None,
+        Query(max_length=500, description="Exact purpose (case-insensitive)."),
     ] = None,
     marketplace: Annotated[
         list[MarketplaceId] | None, Query(description="Marketplace ids, e.g. EBAY_GB.")
