@@ -121,6 +121,11 @@ async def test_purpose_change_is_its_own_event(api: Api) -> None:
         ({"house_name": "   "}, "house_name"),
         ({"house_name": "x" * 101}, "house_name"),
         ({"house_name": "tab\tname"}, "house_name"),
+        ({"house_name": "\u200b"}, "house_name"),  # zero-width space: an invisible name
+        ({"house_name": "\ufeff\u0301"}, "house_name"),  # BOM and a lone accent: nothing to see
+        ({"house_name": "Ware\u200bhouse"}, "house_name"),  # would pass for "Warehouse"
+        ({"house_name": "Shop \u202egnp.exe"}, "house_name"),  # right-to-left override
+        ({"house_name": "two\u2028lines"}, "house_name"),  # line separator
         ({"purpose": "p" * 501}, "purpose"),
         ({"house_name": "ok", "owner": "mallory"}, "owner"),
         ({"house_name": 5}, "house_name"),
@@ -135,6 +140,24 @@ async def test_invalid_update_is_422_with_field_messages(
     fields = response.json()["fields"]
     assert any(field in f["field"] for f in fields), fields
     assert "mallory" not in response.text  # input is never echoed
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Zürich",
+        "東京 倉庫",
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+        "Desk \U0001f469\u200d\U0001f4bb",
+    ],
+)
+async def test_names_in_any_script_are_accepted_with_their_joiners(api: Api, name: str) -> None:
+    account = await seed_account(api, "A")
+    response = await api.client.patch(
+        f"/ebay-accounts/{account.id}", json={"house_name": name}, headers=api.auth()
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["house_name"] == name
 
 
 async def test_a_body_that_is_not_json_is_422_naming_the_body(api: Api) -> None:

@@ -14,6 +14,9 @@ from connector_common.status import AccountStatus
 
 HOUSE_NAME_MAX = 100
 PURPOSE_MAX = 500
+# Format characters a name legitimately needs: zero-width (non-)joiners (Persian, Indic
+# scripts, emoji sequences) and the tag characters of subdivision flag emoji.
+_NAME_FORMAT_CHARS = frozenset({"\u200c", "\u200d"}) | {chr(c) for c in range(0xE0020, 0xE0080)}
 
 
 def _clean_text(value: str, *, single_line: bool) -> str:
@@ -29,6 +32,17 @@ def _house_name(value: str) -> str:
     value = _clean_text(value, single_line=True)
     if not 1 <= len(value) <= HOUSE_NAME_MAX:
         raise ValueError(f"must be 1 to {HOUSE_NAME_MAX} characters after trimming spaces")
+    # A name is shown in lists, pages, logs and events, and must be unique per org: invisible
+    # characters (zero-width spaces, BOM), direction overrides and line separators would make
+    # blank names, names that read as something else, or look-alikes of an existing name.
+    for char in value:
+        category = unicodedata.category(char)
+        if category in ("Zl", "Zp", "Cs") or (category == "Cf" and char not in _NAME_FORMAT_CHARS):
+            raise ValueError(
+                f"must not contain invisible or formatting characters (U+{ord(char):04X})"
+            )
+    if not any(unicodedata.category(char)[0] in "LNPS" for char in value):
+        raise ValueError("must contain at least one visible letter, digit or symbol")
     return value
 
 
