@@ -12,6 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from connector_cli.embedded import free_port
+from tests.fixtures.infra import PostgresServer, unique_name
+
 pytestmark = pytest.mark.slow
 
 
@@ -146,3 +149,53 @@ def test_migrate_with_bad_url_fails_clearly_without_the_password(tmp_path: Path)
     assert result.returncode == 2
     assert "CONNECTOR_DATABASE__URL" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
+
+
+def run_cli(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_")}
+    return subprocess.run(
+        [sys.executable, "-m", "connector_cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--url", "mysql://root:hunter2@db/x"], "--url must be a postgresql:// URL"),
+        (["--url", "{database}", "--revision", "nope"], "nope"),
+    ],
+)
+def test_migrate_with_a_bad_flag_exits_2_in_one_line_without_the_password(
+    pg_server: PostgresServer, args: list[str], says: str
+) -> None:
+    name = unique_name("connector_cli_")
+    url = pg_server.create_database(name)
+    try:
+        result = run_cli(["migrate", *(arg.format(database=url) for arg in args)])
+    finally:
+        pg_server.drop_database(name)
+    assert result.returncode == 2, result.stderr
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_migrate_with_an_unreachable_database_fails_in_one_line_without_the_password() -> None:
+    result = run_cli(["migrate", "--url", f"postgresql://root:hunter2@127.0.0.1:{free_port()}/x"])
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "connection refused" in result.stderr.lower()
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_dev_with_an_out_of_range_port_exits_2_before_starting_anything(tmp_path: Path) -> None:
+    result = run_cli(["dev", "--data-dir", str(tmp_path), "--api-port", "70000"])
+    assert result.returncode == 2
+    assert "--api-port" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "postgres").exists()

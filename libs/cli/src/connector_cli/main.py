@@ -20,6 +20,16 @@ SERVICE_COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError("must be a TCP port (0-65535)")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="connector",
@@ -29,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("dev", help="run the whole system locally (what `make run` does)")
     dev.add_argument("--data-dir", default=os.environ.get("CONNECTOR_DATA_DIR", ".data"))
-    dev.add_argument("--api-port", type=int, default=8000, help="API port (default 8000)")
+    dev.add_argument(
+        "--api-port", type=_port, default=8000, help="API port (default 8000; 0: any free port)"
+    )
 
     infra = sub.add_parser("infra", help="start only embedded PostgreSQL + NATS, print URLs")
     infra.add_argument("--data-dir", default=os.environ.get("CONNECTOR_DATA_DIR", ".data"))
@@ -95,15 +107,41 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from connector_common import migrate
-    from connector_common.settings import DatabaseOnlySettings, load_settings
+    from alembic.util import CommandError
+    from pydantic import SecretStr, ValidationError
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-    url = args.url or load_settings(DatabaseOnlySettings).database.url.get_secret_value()
-    if args.downgrade:
-        migrate.downgrade(url, args.revision)
+    from connector_common import migrate
+    from connector_common.redaction import redact_text, register_secret
+    from connector_common.settings import DatabaseOnlySettings, DatabaseSettings, load_settings
+
+    if args.url:
+        try:
+            url = DatabaseSettings(url=SecretStr(args.url)).url.get_secret_value()
+        except ValidationError:
+            raise SettingsError("--url must be a postgresql:// URL") from None
     else:
-        migrate.upgrade(url, args.revision)
-    print(f"database at revision {migrate.current_revision(url) or 'base (empty)'}")
+        url = load_settings(DatabaseOnlySettings).database.url.get_secret_value()
+    try:
+        if password := make_url(url).password:
+            register_secret(str(password))  # so no error line below can carry it
+        if args.downgrade:
+            migrate.downgrade(url, args.revision)
+        else:
+            migrate.upgrade(url, args.revision)
+        revision = migrate.current_revision(url)
+    except (ArgumentError, NoSuchModuleError):
+        raise SettingsError("the database URL cannot be parsed") from None
+    except CommandError as exc:  # e.g. an unknown --revision
+        print(f"connector migrate: {redact_text(str(exc))[:300]}", file=sys.stderr)
+        return 2
+    except DBAPIError as exc:
+        # One line, not a traceback: the driver's first line says what happened.
+        reason = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc) else ""
+        print(f"connector migrate: database error: {redact_text(reason)[:300]}", file=sys.stderr)
+        return 1
+    print(f"database at revision {revision or 'base (empty)'}")
     return 0
 
 
