@@ -94,6 +94,21 @@ async def test_readyz_is_503_when_the_database_is_unreachable(
     assert response.json()["database"] == "unreachable"
 
 
+async def test_a_request_while_the_database_is_unreachable_is_503_to_retry_not_500(
+    api_settings: ApiSettings, dev_secret: str
+) -> None:
+    database = api_settings.database.model_copy(
+        update={"url": SecretStr("postgresql+psycopg://nobody@127.0.0.1:9/none")}
+    )
+    async with running_api(
+        api_settings.model_copy(update={"database": database}), dev_secret
+    ) as api:
+        response = await api.client.get("/ebay-accounts", headers=api.auth())
+    assert response.status_code == 503
+    assert response.json()["error"] == "unavailable"
+    assert response.headers["retry-after"]
+
+
 async def test_access_log_is_one_json_line_with_request_id_org_and_account(
     api: Api, log_lines: io.StringIO
 ) -> None:

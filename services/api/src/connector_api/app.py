@@ -8,10 +8,13 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from connector_api import __doc__ as package_doc
@@ -32,6 +35,9 @@ from connector_common.db.engine import create_engine, create_session_factory
 from connector_common.ebay import EbayClient
 from connector_common.messaging import Topology
 from connector_common.telemetry import Telemetry, setup_telemetry
+
+# Resolved at each use, so it follows configure_logging even when imported earlier.
+log = structlog.stdlib.get_logger(__name__)
 
 DESCRIPTION = """
 Connect eBay seller accounts ("houses") to your organisation, see their token and health
@@ -149,6 +155,23 @@ def _install_error_handlers(app: FastAPI) -> None:
         ]
         body = ErrorBody(error="invalid", message="the request is invalid", fields=fields)
         return _error(request, 422, body, {})
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeoutError)
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # PostgreSQL down, restarting or failing over: the client should retry (503), not
+        # report a bug (500); one line in the log, not a traceback per request.
+        unreachable = isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        )
+        if not unreachable:
+            raise exc  # a real error: the middleware logs it with its traceback (500)
+        orig = getattr(exc, "orig", None)
+        log.warning("database unavailable", error=type(orig or exc).__name__)
+        body = ErrorBody(
+            error="unavailable", message="the database cannot be reached right now; retry shortly"
+        )
+        return _error(request, 503, body, {"Retry-After": "5"})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
