@@ -84,6 +84,21 @@ def test_unreadable_secret_file_names_the_variable(
         load_settings(CommonSettings)
 
 
+def test_a_secret_file_that_is_not_text_names_the_variable_and_no_byte_of_it(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    raw_key = tmp_path / "raw-key"  # a binary key mounted where base64 text belongs
+    raw_key.write_bytes(b"\x00\xbe\xef\xfa" + os.urandom(28))
+    clean_env.setenv("CONNECTOR_ENV", "development")
+    clean_env.setenv("CONNECTOR_TOKEN_KEYS_FILE", str(raw_key))
+    with pytest.raises(SettingsError) as info:
+        load_settings(CommonSettings)
+    message = str(info.value)
+    assert "CONNECTOR_TOKEN_KEYS_FILE" in message
+    assert "0xbe" not in message
+    assert "position" not in message
+
+
 def test_invalid_value_error_names_variable_and_hides_values(
     clean_env: pytest.MonkeyPatch,
 ) -> None:

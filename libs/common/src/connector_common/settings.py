@@ -97,6 +97,12 @@ def _read_secret_file(variable: str, path: str) -> str:
         raise SettingsError(
             f"{variable.upper()} points at {path!r}, which cannot be read: {exc.strerror}"
         ) from None
+    except UnicodeDecodeError:
+        # Python's message would quote a byte of the secret and its position.
+        raise SettingsError(
+            f"{variable.upper()} points at {path!r}, which is not UTF-8 text "
+            "(a binary key? keys are base64 text)"
+        ) from None
 
 
 class DatabaseSettings(BaseModel):
