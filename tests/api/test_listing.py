@@ -183,6 +183,15 @@ async def test_bad_list_parameters_are_422_with_the_field(api: Api, params: dict
     assert next(iter(params)) in body["fields"][0]["field"]
 
 
+async def test_an_unknown_query_parameter_is_422_not_silently_ignored(api: Api) -> None:
+    await seed_account(api, "a", is_active=False, deactivated_at=utcnow())
+    await seed_account(api, "b")
+    # A typo must not turn "the deactivated ones" into "all of them".
+    response = await api.client.get("/ebay-accounts", params={"activ": "false"}, headers=api.auth())
+    assert response.status_code == 422
+    assert response.json()["fields"] == [{"field": "activ", "message": "unknown query parameter"}]
+
+
 async def test_get_one_account(api: Api) -> None:
     account = await seed_account(api, "Montreal")
     response = await api.client.get(f"/ebay-accounts/{account.id}", headers=api.auth())

@@ -12,11 +12,12 @@ from typing import Annotated
 
 import structlog
 from fastapi import Depends, Request, Security
+from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from connector_api.auth import Identity, Principal, bearer_token, require_role
-from connector_api.errors import account_not_found
+from connector_api.errors import InvalidInput, account_not_found
 from connector_api.services.context import RequestContext
 from connector_api.state import AppState
 from connector_common.db.engine import unit_of_work
@@ -111,3 +112,22 @@ def account_id_param(request: Request, account_id: str) -> uuid.UUID:
 
 
 AccountIdDep = Annotated[uuid.UUID, Depends(account_id_param)]
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def known_query_params(request: Request) -> None:
+    """422 for a query parameter the route does not take: a misspelt filter would otherwise be
+    ignored and the answer silently cover every account."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    unknown = sorted(set(request.query_params) - _query_names(dependant))
+    if unknown:
+        raise InvalidInput("unknown query parameter", field=unknown[0][:100])

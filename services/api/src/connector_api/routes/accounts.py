@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import StringConstraints
 
-from connector_api.deps import AccountIdDep, ContextDep, SessionDep, StateDep
+from connector_api.deps import (
+    AccountIdDep,
+    ContextDep,
+    SessionDep,
+    StateDep,
+    known_query_params,
+)
 from connector_api.repository import AccountFilter
 from connector_api.schemas import (
     Account,
@@ -24,7 +30,9 @@ from connector_api.services import listing
 from connector_common.status import AccountStatus
 
 MarketplaceId = Annotated[str, StringConstraints(pattern=r"^EBAY_[A-Z_]{2,30}$")]
-router = APIRouter(prefix="/ebay-accounts", tags=["accounts"])
+router = APIRouter(
+    prefix="/ebay-accounts", tags=["accounts"], dependencies=[Depends(known_query_params)]
+)
 
 READ_ERRORS = error_responses(401, 403, 404, 422)
 WRITE_ERRORS = error_responses(401, 403, 404, 409, 422)
