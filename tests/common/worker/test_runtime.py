@@ -7,21 +7,42 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import httpx
+import pytest
 
-from connector_cli.embedded import free_port
+from connector_cli.embedded import free_port, nats_server_binary
 
 
-def test_a_worker_started_while_nats_is_down_is_alive_not_ready_and_stops_on_sigterm(
-    token_keys: str,
+@pytest.fixture(params=["nats down", "jetstream unavailable"])
+def unusable_nats(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A NATS URL nobody listens on, or a NATS server without JetStream."""
+    port = free_port()
+    if request.param == "nats down":
+        yield f"nats://127.0.0.1:{port}"
+        return
+    server = subprocess.Popen(
+        [str(nats_server_binary()), "-a", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_a_worker_started_without_usable_nats_is_alive_not_ready_and_stops_on_sigterm(
+    token_keys: str, unusable_nats: str
 ) -> None:
     probe_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_")}
     env.update(
         {
             "CONNECTOR_ENV": "development",
-            "CONNECTOR_NATS__URL": f"nats://127.0.0.1:{free_port()}",  # nobody listens
+            "CONNECTOR_NATS__URL": unusable_nats,
             "CONNECTOR_DATABASE__URL": f"postgresql://nobody@127.0.0.1:{free_port()}/none",
             "CONNECTOR_TOKEN_KEYS": token_keys,
             "CONNECTOR_PROBE_PORT": str(probe_port),
@@ -49,7 +70,7 @@ def test_a_worker_started_while_nats_is_down_is_alive_not_ready_and_stops_on_sig
                 break
             time.sleep(0.05)  # polling a process with a deadline
         # Waiting for NATS is progress (no restart loop), but no work can be taken yet.
-        assert live is not None, "no probes while NATS is down"
+        assert live is not None, "no probes while NATS is unusable"
         assert ready is not None
         assert live.status_code == 200, live.text
         assert ready.status_code == 503

@@ -26,7 +26,7 @@ from connector_common.db.engine import SessionFactory, create_engine, create_ses
 from connector_common.logs import configure_logging, get_logger
 from connector_common.messaging import Topology, connect_until_stopped, ensure_streams
 from connector_common.outbox import OutboxRelay
-from connector_common.redaction import register_settings_secrets
+from connector_common.redaction import redact_text, register_settings_secrets
 from connector_common.settings import DatabaseSettings
 from connector_common.telemetry import Telemetry, setup_telemetry
 from connector_common.worker.deadletter import DeadLetters
@@ -102,7 +102,9 @@ async def run_worker(
     telemetry = setup_telemetry(settings.otel, service)
     engine = create_engine(pool_for(settings), application_name=service)
     progress = Progress(stall_after=stall_after, handler_timeout=handler_timeout)
+    poll_seconds = min(1.0, stall_after / 3)
     nc: NatsClient | None = None
+    streams_declared = False
 
     async def database_ready() -> None:
         async with engine.connect() as connection:
@@ -111,6 +113,8 @@ async def run_worker(
     async def nats_ready() -> None:
         if nc is None or not nc.is_connected:
             raise ConnectionError("NATS is not connected")
+        if not streams_declared:
+            raise ConnectionError("the JetStream streams are not declared yet")
         await nc.flush(timeout=2)
 
     # Probes first: while NATS is still down at start-up the process is alive (waiting for a
@@ -124,15 +128,16 @@ async def run_worker(
     await probes.start()
     try:
         nc = await connect_until_stopped(
-            settings.nats,
-            service,
-            stop,
-            on_wait=progress.cycle,
-            poll_seconds=min(1.0, stall_after / 3),
+            settings.nats, service, stop, on_wait=progress.cycle, poll_seconds=poll_seconds
         )
         if nc is None:
             log.info("stopped before NATS could be reached", service=service)
             return 0
+        topology = Topology(settings.nats.namespace)
+        if not await _declare_streams(nc.jetstream(), topology, settings, stop, progress):
+            log.info("stopped before JetStream could be reached", service=service)
+            return 0
+        streams_declared = True
         return await _serve(settings, service, build, engine, nc, telemetry, stop, progress, probes)
     finally:
         if nc is not None:
@@ -142,6 +147,41 @@ async def run_worker(
         await engine.dispose()
         telemetry.shutdown()
         log.info("stopped", service=service)
+
+
+async def _declare_streams(
+    js: JetStreamContext,
+    topology: Topology,
+    settings: WorkerSettings,
+    stop: asyncio.Event,
+    progress: Progress,
+) -> bool:
+    """Declare the streams, retrying until JetStream answers; False when stopped first.
+
+    NATS may accept connections before JetStream serves (a cluster electing its meta leader,
+    JetStream being enabled): waiting here beats a crash loop that backs off for minutes.
+    """
+    poll_seconds = min(1.0, progress.stall_after / 3)
+    delay = 1.0
+    while True:
+        try:
+            await ensure_streams(js, topology, settings.nats.stream_replicas)
+        except Exception as exc:
+            log.warning(
+                "declaring the JetStream streams failed; retrying",
+                error=redact_text(f"{type(exc).__name__}: {exc}")[:200],
+                retry_in_s=delay,
+            )
+        else:
+            return True
+        deadline = asyncio.get_running_loop().time() + delay
+        while asyncio.get_running_loop().time() < deadline:
+            if stop.is_set():
+                return False
+            progress.cycle()  # waiting for a dependency is progress, not a hang
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), poll_seconds)
+        delay = min(delay * 2, 10.0)
 
 
 async def _serve(
@@ -157,7 +197,6 @@ async def _serve(
 ) -> int:
     topology = Topology(settings.nats.namespace)
     js = nc.jetstream()
-    await ensure_streams(js, topology, settings.nats.stream_replicas)
     sessions = create_session_factory(engine)
     relay = OutboxRelay(sessions, js)
     context = WorkerContext(
