@@ -99,3 +99,16 @@ def test_a_short_secret_is_refused(
     err = capsys.readouterr().err
     assert "at least 32" in err
     assert "short" not in err  # the secret is never echoed
+
+
+def test_a_secret_file_that_is_not_text_is_refused_without_a_byte_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = tmp_path / "raw-secret"
+    raw.write_bytes(b"\x00\xbe\xef" + os.urandom(40))
+    monkeypatch.delenv("CONNECTOR_API__JWT__DEV_SECRET", raising=False)
+    monkeypatch.setenv("CONNECTOR_API__JWT__DEV_SECRET_FILE", str(raw))
+    assert main(["token", "mint", "--org", "o", "--role", "admin"]) == 2
+    err = capsys.readouterr().err
+    assert "CONNECTOR_API__JWT__DEV_SECRET_FILE" in err
+    assert "0xbe" not in err

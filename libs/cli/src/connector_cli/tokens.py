@@ -70,17 +70,24 @@ def dev_secret(data_dir: str) -> str:
     if value := os.environ.get(SECRET_VARIABLE, "").strip():
         return value
     if path := os.environ.get(f"{SECRET_VARIABLE}_FILE"):
-        try:
-            return Path(path).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise TokenError(f"{SECRET_VARIABLE}_FILE cannot be read: {exc.strerror}") from None
+        return _read_secret(Path(path), f"{SECRET_VARIABLE}_FILE")
     stored = Path(data_dir) / SECRET_FILE_NAME
     if stored.exists():
-        return stored.read_text(encoding="utf-8").strip()
+        return _read_secret(stored, str(stored))
     raise TokenError(
         f"no development JWT secret: set {SECRET_VARIABLE}, or run `make run` once "
         f"(it creates {stored})"
     )
+
+
+def _read_secret(path: Path, name: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise TokenError(f"{name} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        # Python's message would quote a byte of the secret and its position.
+        raise TokenError(f"{name} is not UTF-8 text") from None
 
 
 def run(args: argparse.Namespace) -> int:
