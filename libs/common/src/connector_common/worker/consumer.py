@@ -170,6 +170,7 @@ class WorkConsumer:
             return
         fetch = subscription.fetch
         progress = self._progress
+        fetch_timeout = self._settings.fetch_timeout_seconds
 
         async def counted_fetch(*args: Any, **kwargs: Any) -> Any:
             try:
@@ -181,10 +182,18 @@ class WorkConsumer:
                 # nats-py sometimes raises the plain asyncio TimeoutError for an empty batch;
                 # FastStream only expects its own, and would restart the loop with a traceback.
                 raise NatsTimeoutError from exc
-            except (ServiceUnavailableError, ConnectionClosedError):
-                # NATS away for now: the loop goes on. Anything else (the durable consumer was
-                # deleted...) is not progress: /livez fails and the new pod re-creates it.
+            except ServiceUnavailableError:
+                # JetStream away for now: the loop goes on. Anything else (the durable consumer
+                # was deleted...) is not progress: /livez fails and the new pod re-creates it.
                 progress.cycle()
+                raise
+            except ConnectionClosedError:
+                # Closed for good: nats-py closes on a server -ERR (an expired or revoked user,
+                # say) and never reconnects (reconnecting is "reconnecting", not "closed"). Not
+                # progress, so /livez fails and the pod restarts; and since such a fetch fails
+                # without ever yielding, wait a fetch's time before FastStream's loop retries,
+                # or the loop would starve every other task of the process.
+                await asyncio.sleep(fetch_timeout)
                 raise
             progress.cycle()
             return result

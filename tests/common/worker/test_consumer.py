@@ -1,0 +1,61 @@
+"""The work consumer's loop, as liveness sees it, on real JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from nats.js import JetStreamContext
+from opentelemetry.sdk.trace import TracerProvider
+
+from connector_common.messaging import Topology
+from connector_common.settings import NatsSettings
+from connector_common.worker.consumer import Delivery, Settle, WorkConsumer, create_broker
+from connector_common.worker.deadletter import DeadLetters
+from connector_common.worker.probes import Progress
+from connector_common.worker.settings import ConsumerSettings
+
+
+async def ack(body: bytes, delivery: Delivery) -> Settle:
+    return Settle.ack()
+
+
+async def test_a_consumer_whose_nats_connection_closed_for_good_stops_looking_alive(
+    nats_url: str, js: JetStreamContext, topology: Topology
+) -> None:
+    settings = ConsumerSettings(fetch_timeout_seconds=0.2)
+    progress = Progress(stall_after=0.6, handler_timeout=5)
+    broker = create_broker(NatsSettings(url=nats_url), settings, "tests")
+    consumer = WorkConsumer(
+        broker,
+        kind="refresh",
+        stream=topology.work_stream,
+        subject=topology.refresh_subject,
+        durable=topology.refresher_durable,
+        settings=settings,
+        handler=ack,
+        dead_letters=DeadLetters(js, topology),
+        progress=progress,
+        tracer=TracerProvider().get_tracer("tests"),
+    )
+    await broker.start()
+    try:
+        consumer.track_fetches()
+        deadline = time.monotonic() + 10
+        while progress.cycles < 3:  # empty fetches: alive
+            assert time.monotonic() < deadline, "the loop never cycled"
+            await asyncio.sleep(0.05)
+        assert progress.alive()[0]
+        # nats-py closes a connection for good on a server -ERR (an expired or revoked user,
+        # say) and never reconnects: from then on every fetch fails at once.
+        await broker.connection.close()
+        cycles = progress.cycles
+        deadline = time.monotonic() + 5
+        while progress.alive()[0]:
+            assert time.monotonic() < deadline, "a dead consumer still looks alive"
+            await asyncio.sleep(0.05)
+        assert progress.cycles == cycles
+    finally:
+        with contextlib.suppress(Exception):  # unsubscribing over a closed connection fails
+            await broker.stop()
