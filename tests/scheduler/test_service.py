@@ -54,9 +54,7 @@ async def seed_refresh_states(sessions: SessionFactory, token_keys: str) -> dict
             },
         }
         for name, fields in states.items():
-            account = await make_account(
-                session, org, house_name=name, next_health_check_at=utcnow() - timedelta(minutes=1)
-            )
+            account = await make_account(session, org, house_name=name, next_health_check_at=None)
             await make_token(session, account, c, **fields)  # type: ignore[arg-type]
             ids[name] = account.id
         inactive = await make_account(
