@@ -7,6 +7,7 @@ import signal
 import time
 from collections import Counter
 
+import httpx
 import pytest
 from nats.js import JetStreamContext
 from sqlalchemy import func, select
@@ -54,8 +55,7 @@ async def test_sigterm_mid_batch_finishes_the_batch_and_loses_nothing(
         "CONNECTOR_WORKER__CONCURRENCY": str(BATCH),
         "CONNECTOR_WORKER__ACK_WAIT_SECONDS": "5",
     }
-    first = fleet.start("token-refresher", **worker_env)
-    await fleet.ready(first)
+    # All the work is queued before the refresher starts, so its first fetch is a full batch.
     for account_id in accounts:
         command = RefreshToken(
             account_id=account_id, org_id=org.id, token_version=1, reason="manual"
@@ -63,10 +63,15 @@ async def test_sigterm_mid_batch_finishes_the_batch_and_loses_nothing(
         await js.publish(
             topology.refresh_subject, command.to_json(), headers={"Nats-Msg-Id": command.dedup_id()}
         )
+    first = fleet.start("token-refresher", **worker_env)
+    await fleet.ready(first)
 
     async def batch_in_work() -> bool:
-        info = await js.consumer_info(topology.work_stream, topology.refresher_durable)
-        return bool(info.num_ack_pending >= BATCH)
+        # In the handlers, not merely delivered: JetStream counts a fetched message as pending
+        # before its handler starts, and a SIGTERM then rightly hands it back unprocessed.
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            live = (await http.get(f"{first.url}/livez")).json()
+        return bool(live["in_work"] >= BATCH)
 
     await eventually(batch_in_work, timeout=15, what="a batch in work")
     stopping = time.monotonic()
