@@ -155,6 +155,33 @@ async def test_connecting_the_same_seller_again_reconnects_the_same_account(
     assert after.access_token_ct != before.access_token_ct
 
 
+async def test_reconnect_completed_by_another_seller_changes_nothing(
+    connect_api: Api, sandbox: SandboxHandle
+) -> None:
+    first = await connect_seller(connect_api, sandbox, "demo_us_seller", "Chicago")
+    async with connect_api.state.sessions() as session:
+        before = await session.get(EbayToken, first["id"])
+    assert before is not None
+    again = await connect_api.client.post(
+        f"/ebay-accounts/{first['id']}/reconnect", headers=connect_api.auth()
+    )
+    assert again.status_code == 201
+    status, page = await callback(
+        connect_api,
+        code=sandbox.grant("demo_uk_seller"),  # the wrong seller consented
+        state=state_of(again.json()["consent_url"]),
+    )
+    assert status == 400
+    assert "not the one &#39;Chicago&#39; belongs to" in page
+    async with connect_api.state.sessions() as session:
+        accounts = (await session.scalars(select(EbayAccount))).all()
+        after = await session.get(EbayToken, first["id"])
+    assert [a.id for a in accounts] == [before.account_id]  # no second account was created
+    assert accounts[0].ebay_user_id == first["ebay_user_id"]
+    assert after is not None
+    assert (after.version, after.access_token_ct) == (before.version, before.access_token_ct)
+
+
 async def test_connect_with_a_taken_house_name_is_409_before_ebay(
     connect_api: Api, sandbox: SandboxHandle
 ) -> None:

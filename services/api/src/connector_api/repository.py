@@ -275,8 +275,9 @@ def add_state(
     house_name: str,
     purpose: str,
     expires_at: datetime,
+    account_id: uuid.UUID | None = None,
 ) -> None:
-    """Remember a pending consent (only the hash of its state)."""
+    """Remember a pending consent (only the hash of its state); a reconnect names its account."""
     session.add(
         OAuthState(
             state_hash=state_hash,
@@ -285,6 +286,7 @@ def add_state(
             house_name=house_name,
             purpose=purpose,
             expires_at=expires_at,
+            account_id=account_id,
         )
     )
 

@@ -223,6 +223,10 @@ class OAuthState(Base):
     actor: Mapped[str] = mapped_column(String(200))
     house_name: Mapped[str] = mapped_column(String(100))
     purpose: Mapped[str] = mapped_column(String(500), server_default="")
+    # Set for a reconnect: only this account's eBay seller may complete the consent.
+    account_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("ebay_accounts.id", ondelete="CASCADE")
+    )
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     expires_at: Mapped[datetime] = mapped_column(Timestamp)
     used_at: Mapped[datetime | None] = mapped_column(Timestamp)

@@ -108,6 +108,7 @@ async def _new_state(
         house_name=house_name,
         purpose=purpose,
         expires_at=expires_at,
+        account_id=account_id,
     )
     repo.add_audit(
         session,
@@ -268,6 +269,13 @@ async def store_connection(
 ) -> ConnectResult:
     """Create the account, or reconnect the org's account of the same eBay user."""
     existing = await repo.find_by_ebay_user(session, pending.org_id, seller.ebay_user_id)
+    if pending.account_id is not None and (existing is None or existing.id != pending.account_id):
+        # A reconnect must be completed by the seller the account belongs to.
+        raise ConnectFailed(
+            "different_seller",
+            f"The eBay seller who consented is not the one {pending.house_name!r} belongs to: "
+            "nothing was changed. Reconnect again, signed in to eBay as that account's seller.",
+        )
     if existing is None:
         if await repo.active_house_name_owner(session, pending.org_id, pending.house_name):
             raise Conflict(
