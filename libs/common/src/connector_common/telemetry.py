@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from opentelemetry import metrics, propagate, trace
+from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -17,8 +20,15 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from connector_common.redaction import redact_text
 from connector_common.settings import OtelSettings
+
+# Only W3C trace context travels in our NATS headers: not baggage, which a caller could fill
+# with anything and which would then be stored in the event streams.
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 @dataclass
@@ -86,13 +96,44 @@ def setup_telemetry(
     return Telemetry(tracer_provider, meter_provider)
 
 
+@contextmanager
+def traced_span(tracer: trace.Tracer, name: str, **kwargs: Any) -> Iterator[trace.Span]:
+    """``start_as_current_span`` whose exception event and status are scrubbed of secrets.
+
+    The SDK's own recording copies ``str(exc)`` and the traceback into the span verbatim.
+    """
+    with tracer.start_as_current_span(
+        name, record_exception=False, set_status_on_exception=False, **kwargs
+    ) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            record_exception_redacted(span, exc)
+            raise
+
+
+def record_exception_redacted(span: trace.Span, exc: BaseException) -> None:
+    """Record ``exc`` on ``span`` with its message and stack trace scrubbed."""
+    message = redact_text(str(exc))
+    span.record_exception(
+        exc,
+        attributes={
+            "exception.message": message,
+            "exception.stacktrace": redact_text(
+                "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            ),
+        },
+    )
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"[:300]))
+
+
 def inject_trace_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
     """Add the current trace context (``traceparent``) to message headers."""
     carrier: dict[str, str] = dict(headers or {})
-    propagate.inject(carrier)
+    _PROPAGATOR.inject(carrier)
     return carrier
 
 
 def extract_trace_context(headers: Mapping[str, str] | None) -> Context:
     """The trace context a message carried, to continue its trace in the consumer."""
-    return propagate.extract(dict(headers or {}))
+    return _PROPAGATOR.extract(dict(headers or {}))

@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connector_common.redaction import redact_text
+from connector_common.telemetry import record_exception_redacted
 
 # Resolved at each use, so it follows configure_logging even when imported earlier.
 log = structlog.stdlib.get_logger("connector_api.access")
@@ -95,7 +96,7 @@ class RequestMiddleware:
                 if not outcome["started"]:
                     await _too_large(send_wrapper, self.max_body_bytes)
             except Exception as exc:
-                span.record_exception(exc)
+                record_exception_redacted(span, exc)
                 log.exception("request failed", method=method, path=path)
                 if not outcome["started"]:
                     await _internal_error(send_wrapper, request_id)

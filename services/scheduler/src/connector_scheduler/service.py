@@ -24,7 +24,7 @@ from connector_common.db.engine import SessionFactory, unit_of_work
 from connector_common.events import CheckHealth, Command, RefreshToken, utcnow
 from connector_common.logs import get_logger
 from connector_common.redaction import redact_text
-from connector_common.telemetry import inject_trace_headers
+from connector_common.telemetry import inject_trace_headers, traced_span
 from connector_common.worker.settings import PipelineSettings
 from connector_scheduler import repository
 
@@ -93,7 +93,7 @@ class Scheduler:
         """Publish the work that is due now (only while this replica holds the lease)."""
         started = time.monotonic()
         report = TickReport()
-        with self.tracer.start_as_current_span("scheduler tick") as span:
+        with traced_span(self.tracer, "scheduler tick") as span:
             async with unit_of_work(self.sessions) as session:
                 report.epoch = await repository.claim_leadership(
                     session, self.holder, timedelta(seconds=self.settings.scheduler_lease)

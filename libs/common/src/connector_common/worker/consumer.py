@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from connector_common.logs import get_logger
 from connector_common.redaction import redact_text
 from connector_common.settings import NatsSettings
-from connector_common.telemetry import extract_trace_context
+from connector_common.telemetry import extract_trace_context, traced_span
 from connector_common.worker.backoff import retry_delay
 from connector_common.worker.deadletter import DeadLetter, DeadLetters
 from connector_common.worker.probes import Progress
@@ -219,7 +219,8 @@ class WorkConsumer:
                 await msg.nack(delay=None)
                 return
             context = extract_trace_context(delivery.headers)
-            with self._tracer.start_as_current_span(
+            with traced_span(
+                self._tracer,
                 f"{self.kind} process",
                 context=context,
                 kind=trace.SpanKind.CONSUMER,

@@ -1,0 +1,54 @@
+"""Telemetry helpers: exceptions recorded on spans are scrubbed; only trace context travels."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry import baggage, context, trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from connector_common.telemetry import extract_trace_context, inject_trace_headers, traced_span
+
+TOKEN = "v^1.1#i^1#p^3#r^0#I^3#f^0#t^H4sIAAAAAAAAAOVYa2wUVRTe7ZYWLIiU=="
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def tracer(exporter: InMemorySpanExporter) -> trace.Tracer:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider.get_tracer("tests")
+
+
+def test_an_exception_with_a_token_is_recorded_scrubbed(
+    tracer: trace.Tracer, exporter: InMemorySpanExporter
+) -> None:
+    with pytest.raises(RuntimeError), traced_span(tracer, "work"):
+        raise RuntimeError(f"eBay said no to Bearer {TOKEN}")
+    (span,) = exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    recorded = [dict(event.attributes or {}) for event in span.events]
+    assert recorded
+    assert recorded[0]["exception.type"] == "RuntimeError"
+    dump = repr(recorded) + str(span.status.description)
+    assert "eBay said no" in dump
+    assert TOKEN not in dump
+    assert "v^1.1" not in dump
+
+
+def test_only_trace_context_is_propagated_not_baggage(tracer: trace.Tracer) -> None:
+    token = context.attach(baggage.set_baggage("note", "anything a caller sends"))
+    try:
+        with tracer.start_as_current_span("request"):
+            headers = inject_trace_headers({"Nats-Msg-Id": "x"})
+    finally:
+        context.detach(token)
+    assert set(headers) == {"Nats-Msg-Id", "traceparent"}
+    parent = trace.get_current_span(extract_trace_context(headers)).get_span_context()
+    assert parent.is_valid
