@@ -1,12 +1,16 @@
-"""The streams as declared: what JetStream accepts on them."""
+"""The streams as declared (what JetStream accepts on them) and the NATS connection's logging."""
 
 from __future__ import annotations
+
+import io
+import json
 
 import pytest
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
-from connector_common.messaging import WORK_MAX_MESSAGE_BYTES, Topology
+from connector_common.logs import configure_logging
+from connector_common.messaging import WORK_MAX_MESSAGE_BYTES, Topology, _ConnectionLog
 
 
 async def test_the_work_stream_refuses_an_oversized_message_when_it_is_published(
@@ -16,3 +20,27 @@ async def test_the_work_stream_refuses_an_oversized_message_when_it_is_published
         await js.publish(topology.refresh_subject, b"x" * (WORK_MAX_MESSAGE_BYTES + 1))
     await js.publish(topology.refresh_subject, b'{"ids": "only"}')
     assert (await js.stream_info(topology.work_stream)).state.messages == 1
+
+
+async def test_repeated_connection_errors_log_one_line_without_traceback() -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", "json", service="tests", stream=stream)
+    events = _ConnectionLog("worker")
+    for _ in range(5):  # nats-py calls back on every reconnect attempt, once a second
+        await events.error(ConnectionRefusedError("connect call failed ('127.0.0.1', 4222)"))
+    await events.error(TimeoutError("nats: timeout"))
+    await events.disconnected()
+    await events.reconnected()
+    await events.error(ConnectionRefusedError("after a reconnect, a new outage is news"))
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    problems = [line for line in lines if line["event"] == "nats connection problem"]
+    assert [p["error"].split(":")[0] for p in problems] == [
+        "ConnectionRefusedError",
+        "TimeoutError",
+        "ConnectionRefusedError",
+    ]
+    assert {line["event"] for line in lines} >= {
+        "nats disconnected; reconnecting",
+        "nats reconnected",
+    }
+    assert "Traceback" not in stream.getvalue()

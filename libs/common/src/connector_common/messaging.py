@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,7 +31,11 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
+from connector_common.logs import get_logger
+from connector_common.redaction import redact_text
 from connector_common.settings import NatsSettings
+
+log = get_logger(__name__)
 
 DAY = 24 * 3600.0
 WORK_DUPLICATE_WINDOW = 60.0
@@ -128,8 +133,39 @@ class Topology:
         ]
 
 
+class _ConnectionLog:
+    """nats-py's default callbacks log a full traceback on every reconnect attempt (each second,
+    in every process, for the whole outage); these log one line, at most every 30 s per error."""
+
+    QUIET_SECONDS = 30.0
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._last: dict[str, float] = {}
+
+    async def error(self, exc: Exception) -> None:
+        kind = type(exc).__name__
+        now = time.monotonic()
+        if now - self._last.get(kind, -self.QUIET_SECONDS) < self.QUIET_SECONDS:
+            return
+        self._last[kind] = now
+        log.warning(
+            "nats connection problem",
+            client=self._name,
+            error=redact_text(f"{kind}: {exc}")[:300],
+        )
+
+    async def disconnected(self) -> None:
+        log.warning("nats disconnected; reconnecting", client=self._name)
+
+    async def reconnected(self) -> None:
+        self._last.clear()
+        log.info("nats reconnected", client=self._name)
+
+
 async def connect(settings: NatsSettings, name: str) -> NatsClient:
     """Connect to NATS with bounded reconnects that never give up."""
+    events = _ConnectionLog(name)
     options: dict[str, object] = {
         "servers": settings.servers,
         "name": name,
@@ -137,6 +173,9 @@ async def connect(settings: NatsSettings, name: str) -> NatsClient:
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 1,
         "allow_reconnect": True,
+        "error_cb": events.error,
+        "disconnected_cb": events.disconnected,
+        "reconnected_cb": events.reconnected,
     }
     if settings.user:
         options["user"] = settings.user
