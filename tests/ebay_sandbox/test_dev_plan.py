@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from connector_cli.dev import _base_env, _plan_services
+from connector_cli.dev import _base_env, _plan_services, stop_services
 from connector_cli.embedded import free_port
 
 
@@ -61,6 +61,6 @@ def test_dev_launcher_starts_the_sandbox_with_the_dev_app_and_demo_sellers(
             "EBAY_MOTORS_US",
         }
     finally:
-        sandbox.stop()
+        stop_services([sandbox])
     assert sandbox.process is not None
     assert sandbox.process.returncode == 0

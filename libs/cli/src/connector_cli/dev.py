@@ -72,17 +72,31 @@ class ServiceProcess:
             preexec_fn=die_with_parent(signal.SIGTERM),
         )
 
-    def stop(self, grace: float = GRACE_SECONDS) -> None:
-        if self.process is None or self.process.poll() is not None:
+    def terminate(self) -> None:
+        """Ask the service to stop (SIGTERM), as Kubernetes would."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, deadline: float) -> None:
+        """Wait until the service exited, killing it at ``deadline`` (monotonic time)."""
+        if self.process is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(grace)
+            self.process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            say(f"{self.name} did not stop within {grace:.0f}s; killing it")
+            say(f"{self.name} did not stop within its grace period; killing it")
             self.process.kill()
             self.process.wait(5)
+
+
+def stop_services(services: list[ServiceProcess], grace: float = GRACE_SECONDS) -> None:
+    """Stop the services together: all get SIGTERM at once and share one grace period."""
+    for service in services:
+        service.terminate()
+    deadline = time.monotonic() + grace
+    for service in services:
+        service.wait(deadline)
 
 
 def _available(module: str) -> bool:
@@ -183,8 +197,7 @@ def run_dev(data_dir: str, api_port: int = 8000) -> int:
         say("everything is up. Ctrl-C stops it all.")
         return _supervise(services, postgres, nats, stop)
     finally:
-        for service in reversed(services):
-            service.stop()
+        stop_services(services)
         if nats:
             nats.stop()
         if postgres:
