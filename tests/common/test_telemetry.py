@@ -52,3 +52,39 @@ def test_only_trace_context_is_propagated_not_baggage(tracer: trace.Tracer) -> N
     assert set(headers) == {"Nats-Msg-Id", "traceparent"}
     parent = trace.get_current_span(extract_trace_context(headers)).get_span_context()
     assert parent.is_valid
+
+
+def test_every_exported_span_is_scrubbed_whoever_made_it() -> None:
+    from connector_common.settings import OtelSettings
+    from connector_common.telemetry import setup_telemetry
+
+    exporter = InMemorySpanExporter()
+    telemetry = setup_telemetry(
+        OtelSettings(),
+        "scrub-test",
+        span_processors=[SimpleSpanProcessor(exporter)],
+        set_global=False,
+    )
+    jwt_value = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXZhbHVl"
+    # A third-party instrumentation: it records the query, a header, a JWT in an event.
+    other = telemetry.tracer_provider.get_tracer("some.library")
+    with other.start_as_current_span(f"GET /callback?code={TOKEN}") as span:
+        span.set_attribute("url.query", "code=abc123secret&state=xyz789state&expires_in=299")
+        span.set_attribute("url.full", f"https://x.test/cb?code={TOKEN}")
+        span.set_attribute("http.request.header.authorization", ("Basic dXNlcjpwYXNz",))
+        span.set_attribute("refresh_token", "opaque-refresh-value")
+        span.set_attribute("db.statement", "SELECT 1")
+        span.set_attribute("http.response.status_code", 200)
+        span.add_event("log", {"message": f"token {jwt_value}", "count": 3})
+        span.set_status(StatusCode.ERROR, f"failed with Bearer {jwt_value}")
+    telemetry.shutdown()
+    (finished,) = exporter.get_finished_spans()
+    dump = repr((finished.name, dict(finished.attributes or {}), finished.events, finished.status))
+    for secret in (TOKEN, "abc123secret", "xyz789state", "dXNlcjpwYXNz", "opaque-refresh-value"):
+        assert secret not in dump
+    assert jwt_value not in dump
+    attributes = dict(finished.attributes or {})
+    assert attributes["db.statement"] == "SELECT 1"  # what is not secret stays readable
+    assert attributes["http.response.status_code"] == 200
+    assert "expires_in=299" in str(attributes["url.query"])
+    assert dict(finished.events[0].attributes or {})["count"] == 3

@@ -4,7 +4,8 @@ Every service installs :func:`redact_event` (structlog) and :class:`RedactingFil
 logging). They remove eBay OAuth tokens and authorization codes (``v^1.1#...``, raw or
 URL-encoded), ``Authorization`` and ``X-EBAY-API-IAF-TOKEN`` headers, ``<eBayAuthToken>`` XML,
 OAuth ``code``/``state`` query parameters, values under secret-looking keys, and any value
-registered at start-up with :func:`register_secret` (the client secret, encryption keys).
+registered at start-up with :func:`register_secret` (the client secret, encryption keys), and
+JWTs. Spans go through the same rules (``connector_common.telemetry.ScrubbingSpanProcessor``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         rf"\1{REDACTED}",
     ),
+    # JWTs (ours, an identity provider's): header.payload.signature, base64url JSON.
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), REDACTED),
     # eBay user tokens and authorization codes: v^1.1#i^1#... (raw or URL-encoded).
     (re.compile(r"v\^1\.1#[^\s\"'<>&,;)}\]]+"), REDACTED),
     (re.compile(r"(?i)v%5E1\.1%23[^\s\"'<>&,;)}\]]+"), REDACTED),

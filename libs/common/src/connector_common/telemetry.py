@@ -17,13 +17,14 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import Link, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
 
-from connector_common.redaction import redact_text
+from connector_common.redaction import REDACTED, is_secret_key, redact_text
 from connector_common.settings import OtelSettings
 
 # Only W3C trace context travels in our NATS headers: not baggage, which a caller could fill
@@ -72,7 +73,9 @@ def setup_telemetry(
 
         base = (settings.endpoint or "http://localhost:4318").rstrip("/")
         tracer_provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{base}/v1/traces"))
+            ScrubbingSpanProcessor(
+                BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{base}/v1/traces"))
+            )
         )
         readers.append(
             PeriodicExportingMetricReader(
@@ -81,14 +84,16 @@ def setup_telemetry(
             )
         )
     elif settings.exporter == "console":
-        tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        tracer_provider.add_span_processor(
+            ScrubbingSpanProcessor(BatchSpanProcessor(ConsoleSpanExporter()))
+        )
         readers.append(
             PeriodicExportingMetricReader(
                 ConsoleMetricExporter(), export_interval_millis=interval_ms
             )
         )
     for processor in span_processors:
-        tracer_provider.add_span_processor(processor)
+        tracer_provider.add_span_processor(ScrubbingSpanProcessor(processor))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     if set_global:
         trace.set_tracer_provider(tracer_provider)
@@ -137,3 +142,79 @@ def inject_trace_headers(headers: dict[str, str] | None = None) -> dict[str, str
 def extract_trace_context(headers: Mapping[str, str] | None) -> Context:
     """The trace context a message carried, to continue its trace in the consumer."""
     return _PROPAGATOR.extract(dict(headers or {}))
+
+
+# Attribute keys whose whole value is secret, beyond the names the logs already know: the
+# headers an HTTP instrumentation may record (``http.request.header.authorization``).
+_HEADER_PREFIXES = ("http.request.header.", "http.response.header.")
+
+
+def _secret_attribute(key: str) -> bool:
+    if is_secret_key(key):
+        return True
+    return key.startswith(_HEADER_PREFIXES) and is_secret_key(key.rsplit(".", 1)[1])
+
+
+def scrub_attributes(
+    attributes: Mapping[str, AttributeValue] | None,
+) -> dict[str, AttributeValue]:
+    """The attributes with every secret-looking key blanked and every string value scrubbed."""
+    scrubbed: dict[str, AttributeValue] = {}
+    for key, value in (attributes or {}).items():
+        if _secret_attribute(key):
+            scrubbed[key] = REDACTED
+        elif isinstance(value, str):
+            scrubbed[key] = redact_text(value)
+        elif isinstance(value, tuple | list) and value and isinstance(value[0], str):
+            scrubbed[key] = tuple(redact_text(str(item)) for item in value)
+        else:
+            scrubbed[key] = value
+    return scrubbed
+
+
+def scrub_span(span: ReadableSpan) -> ReadableSpan:
+    """A copy of ``span`` whose name, attributes, events, links and status are scrubbed."""
+    status = span.status
+    if status.description:
+        status = Status(status.status_code, redact_text(status.description))
+    return ReadableSpan(
+        name=redact_text(span.name),
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=scrub_attributes(span.attributes),
+        events=[
+            Event(event.name, scrub_attributes(event.attributes), event.timestamp)
+            for event in span.events
+        ],
+        links=[Link(link.context, scrub_attributes(link.attributes)) for link in span.links],
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class ScrubbingSpanProcessor(SpanProcessor):
+    """Hands every finished span, ours or a library's, to ``inner`` only after scrubbing it.
+
+    Every exporting processor of :func:`setup_telemetry` sits behind one, so nothing leaves the
+    process without passing the same redaction rules as the logs (tokens, codes, ``state``,
+    JWTs, registered secrets, secret-named attributes), whatever instrumentation recorded it.
+    """
+
+    def __init__(self, inner: SpanProcessor) -> None:
+        self._inner = inner
+
+    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+        self._inner.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self._inner.on_end(scrub_span(span))
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)

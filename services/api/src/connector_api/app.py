@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi.telemetry import TelemetryConfig
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -47,6 +48,15 @@ Every route except the probes, the OAuth callback and these docs needs
 `Authorization: Bearer <JWT>` with the claims `sub`, `org_id` and `roles` (`admin` may change
 things, `viewer` may only read). You only ever see your own organisation's accounts.
 """
+
+
+NATIVE_TELEMETRY_OFF: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+    "auto_configure": False,
+}
 
 
 def build_state(settings: ApiSettings, telemetry: Telemetry) -> AppState:
@@ -111,6 +121,10 @@ def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> 
         description=DESCRIPTION.strip() or (package_doc or ""),
         lifespan=lifespan,
         responses={500: {"model": ErrorBody, "description": "Something failed on our side."}},
+        # One server instrumentation: ours (RequestMiddleware). FastAPI's native telemetry,
+        # on by default once a global provider exists, would add a second server span whose
+        # ``url.query`` carries the OAuth callback's code and state, and log request input.
+        telemetry=NATIVE_TELEMETRY_OFF,
     )
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.api.max_body_bytes)
     _install_error_handlers(app)
