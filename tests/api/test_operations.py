@@ -218,3 +218,25 @@ async def test_openapi_documents_routes_examples_errors_and_bearer_auth(api: Api
     assert components["schemas"]["Account"]["examples"]
     assert components["schemas"]["ConnectRequest"]["examples"]
     assert components["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+async def test_metrics_are_prometheus_text_and_metrics_requests_are_neither_traced_nor_timed(
+    traced_api: Api, spans: InMemorySpanExporter
+) -> None:
+    assert (await traced_api.client.get("/ebay-accounts", headers=traced_api.auth())).is_success
+    for _ in range(3):
+        scraped = await traced_api.client.get("/metrics")
+        assert scraped.status_code == 200
+    assert scraped.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = scraped.text
+    assert 'http_server_request_duration_seconds_count{http_request_method="GET"' in text
+    assert 'http_route="/ebay-accounts"' in text
+    assert 'http_route="/metrics"' not in text  # scrapes would be most of the histogram
+    assert not [s for s in spans.get_finished_spans() if "metrics" in s.name]
+    assert "/metrics" not in (await traced_api.client.get("/openapi.json")).json()["paths"]
+
+
+async def test_metrics_can_be_switched_off(api_settings: ApiSettings, dev_secret: str) -> None:
+    otel = api_settings.otel.model_copy(update={"prometheus": False})
+    async with running_api(api_settings.model_copy(update={"otel": otel}), dev_secret) as api:
+        assert (await api.client.get("/metrics")).status_code == 404

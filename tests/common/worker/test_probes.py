@@ -79,3 +79,37 @@ async def test_probe_endpoints_answer_over_http() -> None:
             assert (await http.post("/livez")).status_code == 405
     finally:
         await server.stop()
+
+
+async def test_metrics_are_served_in_prometheus_text_next_to_the_probes() -> None:
+    from connector_common.settings import OtelSettings
+    from connector_common.telemetry import setup_telemetry
+
+    telemetry = setup_telemetry(OtelSettings(), "probe-test", set_global=False)
+    telemetry.meter("t").create_counter("connector.test.things", unit="{thing}").add(3)
+    progress = Progress(stall_after=15, handler_timeout=60)
+    server = ProbeServer(progress, {}, host="127.0.0.1", port=0, metrics=telemetry.metrics_text)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+            response = await http.get("/metrics")
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+            assert "connector_test_things_total 3.0" in response.text
+            assert 'service_name="probe-test"' in response.text  # target_info
+            assert (await http.post("/metrics")).status_code == 405
+    finally:
+        await server.stop()
+        telemetry.shutdown()
+
+
+async def test_without_a_metrics_source_there_is_no_metrics_path() -> None:
+    server = ProbeServer(Progress(stall_after=15, handler_timeout=60), {}, host="127.0.0.1", port=0)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+            missing = await http.get("/metrics")
+        assert missing.status_code == 404
+        assert missing.json()["paths"] == ["/livez", "/readyz"]
+    finally:
+        await server.stop()

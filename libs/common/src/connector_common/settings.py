@@ -156,12 +156,20 @@ class NatsSettings(BaseModel):
 
 
 class OtelSettings(BaseModel):
-    """OpenTelemetry export; nothing is exported unless an endpoint or console is set."""
+    """OpenTelemetry export; nothing is pushed unless an endpoint or console is set.
+
+    ``/metrics`` (Prometheus text, pulled) is on unless ``prometheus`` is false; OTLP may be on
+    at the same time: both read the same instruments.
+    """
 
     exporter: Literal["none", "otlp", "console"] = "none"
     endpoint: str | None = None  # e.g. http://otel-collector:4318
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     metric_interval_seconds: float = Field(default=30.0, gt=0)
+    prometheus: bool = True  # serve /metrics
+    # ``service.version`` on every span and metric; default: the installed package version.
+    # Deployments set it to the image tag (CONNECTOR_OTEL__SERVICE_VERSION).
+    service_version: str | None = Field(default=None, max_length=100)
 
 
 class EbaySettings(BaseModel):

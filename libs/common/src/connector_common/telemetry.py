@@ -6,6 +6,7 @@ import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -24,6 +25,7 @@ from opentelemetry.trace import Link, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
+from connector_common.observability.prometheus import PrometheusExposition
 from connector_common.redaction import REDACTED, is_secret_key, redact_text
 from connector_common.settings import OtelSettings
 
@@ -38,6 +40,7 @@ class Telemetry:
 
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
+    prometheus: PrometheusExposition | None = None
 
     def tracer(self, name: str) -> trace.Tracer:
         return self.tracer_provider.get_tracer(name)
@@ -45,27 +48,58 @@ class Telemetry:
     def meter(self, name: str) -> metrics.Meter:
         return self.meter_provider.get_meter(name)
 
+    def metrics_text(self) -> bytes | None:
+        """Every metric in Prometheus text format, or None when ``/metrics`` is off."""
+        return self.prometheus.render() if self.prometheus is not None else None
+
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
+
+
+def package_version() -> str:
+    """The installed version of the connector (every member is released in lockstep)."""
+    try:
+        return metadata.version("connector-common")
+    except metadata.PackageNotFoundError:  # a source tree without package metadata
+        return "0+unknown"
+
+
+def build_resource(
+    service_name: str, *, service_version: str | None = None, environment: str | None = None
+) -> Resource:
+    """Who emits: name, version and environment (``OTEL_RESOURCE_ATTRIBUTES`` adds to it)."""
+    attributes: dict[str, AttributeValue] = {
+        "service.name": service_name,
+        "service.namespace": "ebay-connector",
+        "service.version": service_version or package_version(),
+    }
+    if environment:
+        attributes["deployment.environment.name"] = environment
+    return Resource.create(attributes)
 
 
 def setup_telemetry(
     settings: OtelSettings,
     service_name: str,
     *,
+    environment: str | None = None,
     span_processors: Sequence[SpanProcessor] = (),
     metric_readers: Sequence[MetricReader] = (),
     set_global: bool = True,
 ) -> Telemetry:
-    """Build tracer and meter providers exporting as configured (OTLP/HTTP, console, or none)."""
-    resource = Resource.create(
-        {"service.name": service_name, "service.namespace": "ebay-connector"}
+    """Build tracer and meter providers exporting as configured (OTLP/HTTP, console, or none),
+    plus the Prometheus reader behind ``/metrics`` unless ``settings.prometheus`` is off."""
+    resource = build_resource(
+        service_name, service_version=settings.service_version, environment=environment
     )
     tracer_provider = TracerProvider(
         resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio))
     )
     readers = list(metric_readers)
+    prometheus = PrometheusExposition() if settings.prometheus else None
+    if prometheus is not None:
+        readers.append(prometheus.reader)
     interval_ms = settings.metric_interval_seconds * 1000
     if settings.exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -98,7 +132,7 @@ def setup_telemetry(
     if set_global:
         trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(meter_provider)
-    return Telemetry(tracer_provider, meter_provider)
+    return Telemetry(tracer_provider, meter_provider, prometheus)
 
 
 @contextmanager

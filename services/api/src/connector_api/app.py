@@ -106,7 +106,9 @@ def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tele = telemetry or setup_telemetry(settings.otel, settings.service_name)
+        tele = telemetry or setup_telemetry(
+            settings.otel, settings.service_name, environment=settings.env.value
+        )
         state = build_state(settings, tele)
         app.state.connector = state
         state.start_messaging()

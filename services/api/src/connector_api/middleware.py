@@ -30,7 +30,8 @@ log = structlog.stdlib.get_logger("connector_api.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 # OpenTelemetry's recommended boundaries for HTTP durations, in seconds.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+# Polled every few seconds by kubelet and Prometheus: neither traced nor timed nor logged at INFO.
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     # The callback URL holds the authorization code: never send it on as a Referer.

@@ -1,5 +1,5 @@
 """Kubernetes probes for the pipeline processes: ``/livez`` measures loop progress, ``/readyz``
-checks PostgreSQL and NATS.
+checks PostgreSQL and NATS; ``/metrics`` serves the process's metrics to Prometheus.
 
 Liveness never looks at NATS or PostgreSQL (an outage would restart every pod at once); it fails
 only when the process's own loop stopped moving: no fetch cycle (an empty fetch counts) for longer
@@ -23,6 +23,8 @@ from connector_common.logs import get_logger
 log = get_logger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[None]]  # raises when not ready
+MetricsSource = Callable[[], bytes | None]  # Prometheus text, None when /metrics is off
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass
@@ -78,7 +80,8 @@ class Progress:
 
 
 class ProbeServer:
-    """A minimal HTTP/1.1 server for ``/livez`` and ``/readyz`` (GET only, no keep-alive)."""
+    """A minimal HTTP/1.1 server for ``/livez``, ``/readyz`` and ``/metrics`` (GET only, no
+    keep-alive)."""
 
     def __init__(
         self,
@@ -88,8 +91,10 @@ class ProbeServer:
         host: str = "0.0.0.0",  # noqa: S104 - kubelet probes reach the pod IP
         port: int = 8080,
         check_timeout: float = 2.0,
+        metrics: MetricsSource | None = None,
     ) -> None:
         self._progress = progress
+        self._metrics = metrics
         self._readiness = readiness
         self._host = host
         self._port = port
@@ -123,15 +128,21 @@ class ProbeServer:
                 del line
             parts = request.decode("latin-1").split()
             method, path = (parts[0], parts[1].split("?")[0]) if len(parts) >= 2 else ("", "")
-            status, body = await self._route(method, path)
-            payload = json.dumps(body).encode()
+            content_type = "application/json"
+            scrape = path == "/metrics" and method in ("GET", "HEAD")
+            text = self._metrics_text() if scrape else None
+            if text is not None:
+                status, payload, content_type = 200, text, METRICS_CONTENT_TYPE
+            else:
+                status, body = await self._route(method, path)
+                payload = json.dumps(body).encode()
             reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}.get(
                 status, "Service Unavailable"
             )
             writer.write(
-                f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
-                + payload
+                + (payload if method != "HEAD" else b"")
             )
             await writer.drain()
         except (TimeoutError, ConnectionError):
@@ -141,6 +152,15 @@ class ProbeServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    def _metrics_text(self) -> bytes | None:
+        if self._metrics is None:
+            return None
+        try:
+            return self._metrics()
+        except Exception as exc:  # a broken gauge callback must not take the probes down
+            log.warning("rendering /metrics failed", error=type(exc).__name__)
+            return None
+
     async def _route(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
         if method not in ("GET", "HEAD"):
             return 405, {"error": "only GET"}
@@ -149,7 +169,10 @@ class ProbeServer:
             return (200 if alive else 503), {"alive": alive, **detail}
         if path == "/readyz":
             return await self._ready()
-        return 404, {"error": "not found", "paths": ["/livez", "/readyz"]}
+        if path == "/metrics" and self._metrics is not None:
+            return 503, {"error": "the metrics could not be rendered"}
+        paths = ["/livez", "/readyz", *(["/metrics"] if self._metrics else [])]
+        return 404, {"error": "not found", "paths": paths}
 
     async def _ready(self) -> tuple[int, dict[str, Any]]:
         if self.stopping:

@@ -99,7 +99,7 @@ async def run_worker(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-    telemetry = setup_telemetry(settings.otel, service)
+    telemetry = setup_telemetry(settings.otel, service, environment=settings.env.value)
     engine = create_engine(pool_for(settings), application_name=service)
     progress = Progress(stall_after=stall_after, handler_timeout=handler_timeout)
     poll_seconds = min(1.0, stall_after / 3)
@@ -124,6 +124,7 @@ async def run_worker(
         {"database": database_ready, "nats": nats_ready},
         host=settings.probe_host,
         port=settings.probe_port,
+        metrics=telemetry.metrics_text if telemetry.prometheus is not None else None,
     )
     await probes.start()
     try:

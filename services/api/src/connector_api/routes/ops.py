@@ -1,15 +1,17 @@
-"""Probes for Kubernetes: alive, and ready (database and NATS reachable)."""
+"""Probes for Kubernetes (alive; ready: database and NATS reachable) and ``/metrics``."""
 
 from __future__ import annotations
 
 import asyncio
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from connector_api import repository as repo
 from connector_api.deps import StateDep
+from connector_api.errors import NotFound
 from connector_common.db.engine import unit_of_work
+from connector_common.observability.prometheus import CONTENT_TYPE
 
 router = APIRouter(tags=["operations"])
 
@@ -40,3 +42,12 @@ async def readyz(state: StateDep) -> JSONResponse:
         "nats": "ok" if nats_ok else "unreachable",
     }
     return JSONResponse(body, status_code=200 if db_ok and nats_ok else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(state: StateDep) -> Response:
+    """Prometheus text format (not traced, like the probes; keep it off the public ingress)."""
+    text = state.telemetry.metrics_text()
+    if text is None:
+        raise NotFound("metrics are off (CONNECTOR_OTEL__PROMETHEUS=false)")
+    return Response(text, media_type=CONTENT_TYPE)
