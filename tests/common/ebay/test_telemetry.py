@@ -145,6 +145,9 @@ async def test_metrics_count_calls_by_outcome_and_record_latency_and_remaining(
     assert calls[("exchange_code", "success")] == 1
     durations = [p for p in points["ebay.call.duration"] if p.attributes["ebay.api"] == "trading"]
     assert sum(p.count for p in durations) == 3
+    # Seconds, not milliseconds: a local call is far below one second, and above zero.
+    assert 0 < sum(p.sum for p in durations) < 3
+    assert durations[0].explicit_bounds[0] == 0.005
     remaining = [p.value for p in points["ebay.rate_limit.remaining"]]
     assert remaining == [4997]  # the latest value eBay reported (the sandbox counts all 3)
 
@@ -190,3 +193,28 @@ async def test_no_token_or_secret_reaches_spans_or_metrics(
         assert "v^1.1" not in text
         assert not text.lower().startswith(("bearer ", "basic "))
         assert " bearer " not in f" {text.lower()}"
+
+
+async def test_developer_analytics_quotas_become_remaining_and_limit_gauges(
+    sandbox: SandboxHandle, captured: Captured
+) -> None:
+    limits = await captured.client.app_rate_limits()
+    points = captured.metric_points()
+
+    def by_resource(name: str) -> dict[str, float]:
+        return {
+            str(p.attributes["ebay.resource"]): p.value
+            for p in points[name]
+            if "ebay.resource" in p.attributes
+        }
+
+    expected = {
+        resource.name: (rate.remaining, rate.limit)
+        for api in limits.apis
+        for resource in api.resources
+        for rate in resource.rates
+    }
+    assert expected, "the sandbox reports quotas: the check below is not vacuous"
+    remaining = by_resource("ebay.rate_limit.remaining")
+    limit = by_resource("ebay.rate_limit.limit")
+    assert {name: (remaining[name], limit[name]) for name in expected} == expected

@@ -1,8 +1,9 @@
 """Spans and metrics for eBay calls.
 
 One CLIENT span per HTTP call (``ebay.<api>.<operation>``) carrying eBay's ids and rate-limit
-headers; metrics ``ebay.calls`` (by api/operation/outcome), ``ebay.call.duration`` (ms) and
-``ebay.rate_limit.remaining``. Attributes are built only from :class:`CallMeta` and the call's
+headers; metrics ``ebay.calls`` (by api/operation/outcome), ``ebay.call.duration`` (seconds, like
+every duration we record), ``ebay.rate_limit.remaining`` and, from Developer Analytics answers,
+``ebay.rate_limit.limit``. Attributes are built only from :class:`CallMeta` and the call's
 description, never from a request or a body, so no token can reach them.
 """
 
@@ -20,6 +21,10 @@ from connector_common.ebay.errors import EbayError
 from connector_common.ebay.models import CallMeta, RateLimits
 
 INSTRUMENTATION_NAME = "connector_common.ebay"
+# OpenTelemetry's recommended boundaries for HTTP durations (seconds), plus eBay's slow tail.
+DURATION_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -51,12 +56,20 @@ class EbayInstruments:
             "ebay.calls", unit="{call}", description="HTTP calls to eBay by api/operation/outcome"
         )
         self._duration = meter.create_histogram(
-            "ebay.call.duration", unit="ms", description="Latency of HTTP calls to eBay"
+            "ebay.call.duration",
+            unit="s",
+            description="Latency of HTTP calls to eBay",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self._remaining = meter.create_gauge(
             "ebay.rate_limit.remaining",
             unit="{call}",
             description="Calls eBay still allows in the current window",
+        )
+        self._limit = meter.create_gauge(
+            "ebay.rate_limit.limit",
+            unit="{call}",
+            description="Calls eBay allows per window (Developer Analytics)",
         )
 
     @contextmanager
@@ -105,7 +118,7 @@ class EbayInstruments:
             span.set_status(Status(StatusCode.ERROR, error.kind))
         labels = {"ebay.api": spec.api, "ebay.operation": spec.operation, "ebay.outcome": outcome}
         self._calls.add(1, labels)
-        self._duration.record(meta.latency_ms, labels)
+        self._duration.record(meta.latency_ms / 1000, labels)
         if meta.rate_limit_remaining is not None:
             self._remaining.set(
                 meta.rate_limit_remaining,
@@ -128,14 +141,13 @@ class EbayInstruments:
         for api in limits.apis:
             for resource in api.resources:
                 for rate in resource.rates:
-                    if rate.remaining is None:
-                        continue
-                    self._remaining.set(
-                        rate.remaining,
-                        {
-                            "ebay.api": "analytics",
-                            "ebay.api_context": api.api_context,
-                            "ebay.api_name": api.api_name,
-                            "ebay.resource": resource.name,
-                        },
-                    )
+                    labels = {
+                        "ebay.api": "analytics",
+                        "ebay.api_context": api.api_context,
+                        "ebay.api_name": api.api_name,
+                        "ebay.resource": resource.name,
+                    }
+                    if rate.remaining is not None:
+                        self._remaining.set(rate.remaining, labels)
+                    if rate.limit is not None:
+                        self._limit.set(rate.limit, labels)
