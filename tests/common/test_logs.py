@@ -30,3 +30,32 @@ def test_a_logger_created_before_configuration_redacts_filters_and_renders_json(
     assert [line["event"] for line in lines] == ["refreshed"]
     assert lines[0]["token"] == "[REDACTED]"
     assert lines[0]["component"] == "early"
+
+
+def test_lines_inside_a_span_carry_its_trace_and_span_ids_and_others_do_not() -> None:
+    import re
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    stream = io.StringIO()
+    configure_logging("INFO", "json", "tests", stream=stream)
+    tracer = TracerProvider().get_tracer("tests")
+    try:
+        EARLY.info("outside")
+        with tracer.start_as_current_span("work") as span:
+            EARLY.info("inside")
+            logging.getLogger("some.library").warning("a stdlib line inside")
+    finally:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if getattr(h, "_connector", False)]:
+            root.removeHandler(handler)
+        structlog.reset_defaults()
+        structlog.contextvars.unbind_contextvars("service")
+    lines = {line["event"]: line for line in map(json.loads, stream.getvalue().splitlines())}
+    context = span.get_span_context()
+    for event in ("inside", "a stdlib line inside"):
+        assert lines[event]["trace_id"] == f"{context.trace_id:032x}"
+        assert lines[event]["span_id"] == f"{context.span_id:016x}"
+    assert "trace_id" not in lines["outside"]
+    stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+    assert all(stamp.match(line["timestamp"]) for line in lines.values())

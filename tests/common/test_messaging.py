@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
@@ -44,3 +45,40 @@ async def test_repeated_connection_errors_log_one_line_without_traceback() -> No
         "nats reconnected",
     }
     assert "Traceback" not in stream.getvalue()
+
+
+async def test_closing_the_connection_ourselves_is_not_a_disconnect_warning_but_an_outage_is(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from connector_cli.embedded import EmbeddedNats, free_port
+    from connector_common.messaging import connect
+    from connector_common.settings import NatsSettings
+
+    stream = io.StringIO()
+    configure_logging("INFO", "json", service="tests", stream=stream)
+    port = free_port()
+    server = EmbeddedNats(tmp_path / "nats", port=port)
+    server.start()
+    try:
+        settings = NatsSettings(url=f"nats://127.0.0.1:{port}")
+        drained = await connect(settings, "drained")
+        await drained.drain()
+        closed = await connect(settings, "closed")
+        await closed.close()
+        dropped = await connect(settings, "dropped")
+        server.stop()  # the server goes away under a live connection
+        deadline = asyncio.get_running_loop().time() + 10
+        while "nats disconnected" not in stream.getvalue():
+            assert asyncio.get_running_loop().time() < deadline, stream.getvalue()
+            await asyncio.sleep(0.05)
+        await dropped.close()
+    finally:
+        server.stop()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    warnings = [(line["client"], line["event"]) for line in lines if line["level"] == "warning"]
+    assert ("dropped", "nats disconnected; reconnecting") in warnings
+    assert not [w for w in warnings if w[0] in ("drained", "closed")], warnings
+    closes = {line["client"] for line in lines if line["event"] == "nats connection closed"}
+    assert closes == {"drained", "closed", "dropped"}

@@ -1,16 +1,22 @@
 """Structured logging for every service: JSON lines (or console in development), redacted.
 
 structlog renders our own events; stdlib records (uvicorn, FastStream, httpx, SQLAlchemy) go
-through the same processors, so both get the redaction of :mod:`connector_common.redaction`.
+through the same processors, so both get the redaction of :mod:`connector_common.redaction`, the
+same timestamp (:func:`timestamp`: ISO 8601, UTC, microseconds, ``Z``) and, inside a span, the
+span's ``trace_id`` and ``span_id`` (hex, as trace back ends show them) to jump from a line to its
+trace.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 from connector_common.redaction import RedactingFilter, redact_event
 
@@ -26,12 +32,38 @@ _NOISY = {
 }
 
 
+def timestamp(moment: datetime | None = None) -> str:
+    """The one timestamp format of every line we print: ``2026-05-01T12:00:00.123456Z``."""
+    moment = (moment or datetime.now(UTC)).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def add_timestamp(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: ``timestamp`` in the format of :func:`timestamp`."""
+    event_dict["timestamp"] = timestamp()
+    return event_dict
+
+
+def add_trace_context(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: the current span's ``trace_id`` and ``span_id``, when in one."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict["trace_id"] = trace.format_trace_id(context.trace_id)
+        event_dict["span_id"] = trace.format_span_id(context.span_id)
+    return event_dict
+
+
 def _shared_processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_timestamp,
+        add_trace_context,
         structlog.processors.format_exc_info,
         redact_event,
     ]

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -135,13 +136,18 @@ class Topology:
 
 class _ConnectionLog:
     """nats-py's default callbacks log a full traceback on every reconnect attempt (each second,
-    in every process, for the whole outage); these log one line, at most every 30 s per error."""
+    in every process, for the whole outage); these log one line, at most every 30 s per error.
+
+    nats-py also calls "disconnected" when we close or drain the connection ourselves: that is
+    a shutdown, not a problem, and is logged as such (``closed``), not as a warning.
+    """
 
     QUIET_SECONDS = 30.0
 
     def __init__(self, name: str) -> None:
         self._name = name
         self._last: dict[str, float] = {}
+        self.client: NatsClient | None = None  # set once connected
 
     async def error(self, exc: Exception) -> None:
         kind = type(exc).__name__
@@ -156,7 +162,23 @@ class _ConnectionLog:
         )
 
     async def disconnected(self) -> None:
+        if self.client is not None and self.client.is_closed:
+            return  # a close (ours, or the server's): ``closed`` says which
         log.warning("nats disconnected; reconnecting", client=self._name)
+
+    async def closed(self) -> None:
+        error = self.client.last_error if self.client is not None else None
+        if isinstance(error, nats.errors.Error) and not isinstance(
+            error, nats.errors.ConnectionClosedError | nats.errors.NoServersError
+        ):
+            # The server refused us (-ERR, authorization): the connection is gone for good.
+            log.warning(
+                "nats connection closed by the server",
+                client=self._name,
+                error=redact_text(f"{type(error).__name__}: {error}")[:300],
+            )
+        else:
+            log.info("nats connection closed", client=self._name)
 
     async def reconnected(self) -> None:
         self._last.clear()
@@ -176,6 +198,7 @@ async def connect(settings: NatsSettings, name: str) -> NatsClient:
         "error_cb": events.error,
         "disconnected_cb": events.disconnected,
         "reconnected_cb": events.reconnected,
+        "closed_cb": events.closed,
     }
     if settings.user:
         options["user"] = settings.user
@@ -183,7 +206,9 @@ async def connect(settings: NatsSettings, name: str) -> NatsClient:
         options["password"] = settings.password.get_secret_value()
     if settings.token:
         options["token"] = settings.token.get_secret_value()
-    return await nats.connect(**options)  # type: ignore[arg-type]
+    client = await nats.connect(**options)  # type: ignore[arg-type]
+    events.client = client
+    return client
 
 
 async def connect_until_stopped(
