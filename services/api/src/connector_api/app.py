@@ -35,6 +35,7 @@ from connector_common.crypto import TokenCipher
 from connector_common.db.engine import create_engine, create_session_factory
 from connector_common.ebay import EbayClient
 from connector_common.messaging import Topology
+from connector_common.observability.database import instrument_engine
 from connector_common.telemetry import Telemetry, setup_telemetry
 
 # Resolved at each use, so it follows configure_logging even when imported earlier.
@@ -68,6 +69,9 @@ def build_state(settings: ApiSettings, telemetry: Telemetry) -> AppState:
         else secrets.token_urlsafe(32)
     )
     engine = create_engine(settings.database, application_name=settings.service_name)
+    instrument_engine(
+        engine, telemetry.tracer_provider, telemetry.meter_provider, settings.service_name
+    )
     sessions = create_session_factory(engine)
     oidc = None
     if settings.api.oidc.enabled:

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from connector_common.db.engine import SessionFactory, create_engine, create_session_factory
 from connector_common.logs import configure_logging, get_logger
 from connector_common.messaging import Topology, connect_until_stopped, ensure_streams
+from connector_common.observability.database import instrument_engine
 from connector_common.outbox import OutboxRelay
 from connector_common.redaction import redact_text, register_settings_secrets
 from connector_common.settings import DatabaseSettings
@@ -101,6 +102,7 @@ async def run_worker(
             loop.add_signal_handler(signum, stop.set)
     telemetry = setup_telemetry(settings.otel, service, environment=settings.env.value)
     engine = create_engine(pool_for(settings), application_name=service)
+    instrument_engine(engine, telemetry.tracer_provider, telemetry.meter_provider, service)
     progress = Progress(stall_after=stall_after, handler_timeout=handler_timeout)
     poll_seconds = min(1.0, stall_after / 3)
     nc: NatsClient | None = None
