@@ -10,9 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     and_,
-    case,
     delete,
     func,
     literal,
@@ -33,7 +31,8 @@ from connector_common.db.models import (
     OAuthState,
     Organisation,
 )
-from connector_common.status import EXPIRING_SOON, AccountStatus
+from connector_common.db.status import status_sql
+from connector_common.status import AccountStatus
 
 # Stand-ins for NULL in keyset pagination (a row comparison with NULL is never true).
 FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
@@ -55,31 +54,6 @@ async def ensure_org(session: AsyncSession, external_id: str) -> uuid.UUID:
     )
     assert existing is not None  # the conflicting row is committed, or we would have waited
     return uuid.UUID(str(existing))
-
-
-def status_sql(now: datetime) -> ColumnElement[str]:
-    """``connector_common.status.account_status`` as SQL, for filtering in the database.
-
-    Must give the same answer as the Python function for every row (tested).
-    """
-    expires = EbayToken.access_expires_at
-    return case(
-        (EbayAccount.is_active.is_(False), literal(AccountStatus.DEACTIVATED.value)),
-        (EbayToken.account_id.is_(None), literal(AccountStatus.NOT_CONNECTED.value)),
-        (
-            EbayToken.reconnect_required_at.is_not(None),
-            literal(AccountStatus.RECONNECT_REQUIRED.value),
-        ),
-        (
-            and_(EbayToken.last_refresh_error.is_not(None), EbayToken.last_refresh_error != ""),
-            literal(AccountStatus.ERROR.value),
-        ),
-        (and_(expires.is_not(None), expires <= now), literal(AccountStatus.EXPIRED.value)),
-        (EbayAccount.last_health_outcome == "unhealthy", literal(AccountStatus.UNHEALTHY.value)),
-        (expires.is_(None), literal(AccountStatus.UNKNOWN.value)),
-        (expires < now + EXPIRING_SOON, literal(AccountStatus.EXPIRING_SOON.value)),
-        else_=literal(AccountStatus.HEALTHY.value),
-    )
 
 
 @dataclass(frozen=True)

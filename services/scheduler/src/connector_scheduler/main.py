@@ -7,7 +7,11 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from connector_common.ebay import EbayClient
 from connector_common.logs import get_logger
+from connector_common.observability.collector import PipelineCollector
 from connector_common.redaction import redact_text
 from connector_common.settings import load_settings
 from connector_common.worker.runtime import WorkerContext, run_worker
@@ -19,10 +23,12 @@ log = get_logger(__name__)
 
 
 class SchedulerLoop:
-    """Runs :meth:`Scheduler.tick` every tick interval until stopped."""
+    """Runs :meth:`Scheduler.tick` every tick interval until stopped; while leading, also
+    collects the pipeline's gauges (queues, outbox, breakers, accounts, eBay quotas)."""
 
     def __init__(self, context: WorkerContext) -> None:
         settings = context.settings
+        assert isinstance(settings, SchedulerSettings)
         self._context = context
         self._interval = settings.pipeline.scheduler_tick_seconds
         self._scheduler = Scheduler(
@@ -36,27 +42,64 @@ class SchedulerLoop:
         )
         self._task: asyncio.Task[None] | None = None
         self._halt = asyncio.Event()
+        self.leading = False
+        meter = context.telemetry.meter(SERVICE)
+        meter.create_observable_gauge(
+            "connector.scheduler.leader",
+            [self._observe_leader],
+            unit="1",
+            description="1 while this scheduler replica holds the leader lease, else 0",
+        )
+        self._ebay = EbayClient(
+            settings.ebay,
+            tracer_provider=context.telemetry.tracer_provider,
+            meter_provider=context.telemetry.meter_provider,
+        )
+        polls = settings.metrics.rate_limit_poll_seconds
+        self.collector = PipelineCollector(
+            context.sessions,
+            context.js,
+            context.topology,
+            meter,
+            interval=settings.metrics.interval_seconds,
+            active=lambda: self.leading,
+            extra=[(polls, self._ebay.app_rate_limits)] if polls else [],
+        )
+        self._collector_task: asyncio.Task[None] | None = None
+
+    def _observe_leader(self, options: CallbackOptions) -> list[Observation]:
+        return [Observation(1 if self.leading else 0)]
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="scheduler-ticks")
+        self._collector_task = asyncio.create_task(
+            self.collector.run(self._halt), name="pipeline-metrics"
+        )
 
     async def stop(self) -> None:
         self._halt.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(self._task, self._interval + 30)
+        if self._collector_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._collector_task, 10)
         with contextlib.suppress(Exception):
             await self._scheduler.resign()
+        self.leading = False
+        await self._ebay.aclose()
 
     async def _run(self) -> None:
         while not self._halt.is_set():
             try:
                 report = await self._scheduler.tick()
             except Exception as exc:  # the database or NATS may come back next tick
+                self.leading = False  # the lease could not be renewed
                 log.error(
                     "scheduler tick failed", error=redact_text(f"{type(exc).__name__}: {exc}")[:300]
                 )
             else:
+                self.leading = report.leader
                 line = log.info if report.leader else log.debug
                 line(
                     "scheduler tick",
