@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from connector_cli.dev import ServiceProcess, say
+from connector_cli.dev import ServiceProcess, say, show
 
 DEMO_ORG = "demo"
 DEMO_ACCOUNTS: tuple[tuple[str, str, str], ...] = (
@@ -89,7 +89,7 @@ def seed(
         "log in by pasting this token (valid 12 h; `connector token mint --org demo --role "
         "admin` makes another):"
     )
-    print(token, flush=True)
+    show(token)
 
 
 class Demo:

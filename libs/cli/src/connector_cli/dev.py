@@ -3,6 +3,11 @@
 The launcher starts embedded PostgreSQL and NATS, applies migrations, declares the streams,
 then starts the eBay sandbox and every service as separate processes, as Kubernetes would.
 Ctrl-C (or SIGTERM) stops the services first, then NATS, then PostgreSQL, and waits for each.
+
+Every line on the terminal is one whole line of one process, prefixed with its name
+(``scheduler       | 2026-05-01T12:00:00.123456Z [info     ] ...``): the launcher reads each
+child's output line by line and writes it under one lock, and stamps the lines that come without
+a timestamp (a traceback, a library's plain print) in the same format as the services' logs.
 """
 
 from __future__ import annotations
@@ -11,15 +16,18 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import re
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 from connector_cli.embedded import (
     EmbeddedNats,
@@ -28,15 +36,71 @@ from connector_cli.embedded import (
     free_port,
 )
 from connector_common import migrate
+from connector_common.logs import configure_logging, timestamp
 from connector_common.messaging import Topology, connect, ensure_streams
 from connector_common.settings import NatsSettings, generate_key_entry
 
 GRACE_SECONDS = 20.0
+NAME_WIDTH = 15  # "token-refresher"
+LAUNCHER = "connector-dev"
+_OUTPUT = threading.Lock()
+# A line that already carries its time: our console format, or a JSON log line.
+_STAMPED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z\s|\{)")
+
+
+def emit(source: str, line: str) -> None:
+    """Write one whole line for ``source`` on stderr; never interleaved with another line."""
+    if not _STAMPED.match(line):
+        line = f"{timestamp()} {line}"
+    text = f"{source:<{NAME_WIDTH}} | {line}\n"
+    with _OUTPUT:
+        try:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass  # the terminal went away: keep draining the children, or they block
 
 
 def say(message: str) -> None:
     """The launcher's own output: short lines for a person at a terminal."""
-    print(f"[connector dev] {message}", file=sys.stderr, flush=True)
+    emit(LAUNCHER, f"{timestamp()} [info     ] {message}")
+
+
+def show(text: str) -> None:
+    """A line for a person to copy (a token) on stdout, whole, without a prefix."""
+    with _OUTPUT:
+        print(text, flush=True)
+
+
+class _LauncherLog:
+    """A text stream for the launcher's own log records (NATS client, migrations): each line
+    goes through :func:`emit`, prefixed and whole like every other line."""
+
+    def __init__(self) -> None:
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            emit(LAUNCHER, line)
+        return len(text)
+
+    def flush(self) -> None:
+        return None
+
+
+def _configure_launcher_logging() -> None:
+    configure_logging(
+        "INFO", os.environ.get("CONNECTOR_LOG_FORMAT", "console"), stream=_LauncherLog()
+    )
+
+
+def pump(source: str, stream: IO[bytes]) -> None:
+    """Relay a child's output line by line until it closes (run on a thread)."""
+    with stream:
+        for raw in iter(stream.readline, b""):
+            emit(source, raw.decode("utf-8", "replace").rstrip("\r\n"))
 
 
 def dev_secret(data_dir: Path, name: str, make: Callable[[], str], what: str) -> str:
@@ -61,16 +125,26 @@ class ServiceProcess:
     argv: list[str]
     env: dict[str, str]
     url: str | None = None
+    metrics_url: str | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    relay: threading.Thread | None = field(default=None, repr=False)
 
     def start(self) -> None:
         self.process = subprocess.Popen(
             self.argv,
-            env=self.env,
+            env={**self.env, "PYTHONUNBUFFERED": "1"},
             stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=die_with_parent(signal.SIGTERM),
         )
+        assert self.process.stdout is not None
+        self.relay = threading.Thread(
+            target=pump, args=(self.name, self.process.stdout), name=f"relay-{self.name}"
+        )
+        self.relay.daemon = True
+        self.relay.start()
 
     def terminate(self) -> None:
         """Ask the service to stop (SIGTERM), as Kubernetes would."""
@@ -88,6 +162,8 @@ class ServiceProcess:
             say(f"{self.name} did not stop within its grace period; killing it")
             self.process.kill()
             self.process.wait(5)
+        if self.relay is not None:
+            self.relay.join(2)  # its last lines (the shutdown) before ours
 
 
 def stop_services(services: list[ServiceProcess], grace: float = GRACE_SECONDS) -> None:
@@ -147,6 +223,7 @@ def _prepare(postgres: EmbeddedPostgres, nats: EmbeddedNats, namespace: str) -> 
 
 def run_infra(data_dir: str) -> int:
     """Start PostgreSQL and NATS only, print their URLs, stop on Ctrl-C."""
+    _configure_launcher_logging()
     data = Path(data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
     stop = _Stop()
@@ -156,8 +233,8 @@ def run_infra(data_dir: str) -> int:
     try:
         postgres, nats = _start_infra(data)
         _prepare(postgres, nats, "ebay")
-        print(f"CONNECTOR_DATABASE__URL={postgres.url}", flush=True)
-        print(f"CONNECTOR_NATS__URL={nats.url}", flush=True)
+        show(f"CONNECTOR_DATABASE__URL={postgres.url}")
+        show(f"CONNECTOR_NATS__URL={nats.url}")
         while not stop.requested:
             if postgres.pid is None or nats.pid is None:
                 say("an embedded server exited unexpectedly; see the logs in " + str(data))
@@ -174,6 +251,7 @@ def run_infra(data_dir: str) -> int:
 
 def run_dev(data_dir: str, api_port: int = 8000) -> int:
     """The whole system: infra, migrations, sandbox, services, demo data."""
+    _configure_launcher_logging()
     data = Path(data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
     stop = _Stop()
@@ -192,7 +270,9 @@ def run_dev(data_dir: str, api_port: int = 8000) -> int:
         services = _plan_services(env, api_port)
         for service in services:
             service.start()
-            say(f"started {service.name}" + (f" on {service.url}" if service.url else ""))
+            where = f" on {service.url}" if service.url else ""
+            metrics = f", metrics on {service.metrics_url}" if service.metrics_url else ""
+            say(f"started {service.name}{where}{metrics}")
         _after_start(services, env, data, stop)
         say("everything is up. Ctrl-C stops it all.")
         return _supervise(services, postgres, nats, stop)
@@ -283,7 +363,11 @@ def _plan_services(env: dict[str, str], api_port: int) -> list[ServiceProcess]:
         env["CONNECTOR_API__PUBLIC_URL"] = api_url
         planned.append(
             ServiceProcess(
-                "api", [*cli, "api", "--port", str(port)], dict(env), f"http://127.0.0.1:{port}"
+                "api",
+                [*cli, "api", "--port", str(port)],
+                dict(env),
+                f"http://127.0.0.1:{port}",
+                metrics_url=f"http://127.0.0.1:{port}/metrics",
             )
         )
     for name, module in (
@@ -293,8 +377,16 @@ def _plan_services(env: dict[str, str], api_port: int) -> list[ServiceProcess]:
     ):
         if _available(module):
             service_env = dict(env)
-            service_env["CONNECTOR_PROBE_PORT"] = str(free_port())
-            planned.append(ServiceProcess(name, [*cli, name], service_env))
+            probe_port = free_port()
+            service_env["CONNECTOR_PROBE_PORT"] = str(probe_port)
+            planned.append(
+                ServiceProcess(
+                    name,
+                    [*cli, name],
+                    service_env,
+                    metrics_url=f"http://127.0.0.1:{probe_port}/metrics",
+                )
+            )
     return planned
 
 
