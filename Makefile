@@ -8,7 +8,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: install run test lint format browser clean help
+.PHONY: install run test lint format browser promtool asyncapi clean help
 
 help:
 	@echo "make run   - start the whole system locally (embedded PostgreSQL + NATS, eBay sandbox, all services)"
@@ -38,8 +38,27 @@ browser:
 	    echo "could not install chromium: the browser test will be skipped"; \
 	  else echo "chromium not found and not root: the browser test will be skipped"; fi; }
 
-test: install browser
+# promtool checks the alert rules in deploy/observability: taken from Debian's prometheus package
+# (downloaded and unpacked into .tools; nothing is installed or started). Without it the test
+# falls back to a schema check of the rules.
+PROMTOOL := $(TOOLS)/bin/promtool
+promtool: $(UV)
+	@test -x $(PROMTOOL) || { \
+	  if command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1; then \
+	    tmp=$$(mktemp -d); \
+	    ( cd $$tmp && { apt-get download -qq prometheus >/dev/null 2>&1 || \
+	      { apt-get update -qq >/dev/null 2>&1 && apt-get download -qq prometheus >/dev/null 2>&1; }; } ) && \
+	    dpkg -x $$tmp/prometheus_*.deb $$tmp/root && cp $$tmp/root/usr/bin/promtool $(PROMTOOL); \
+	    rm -rf $$tmp; \
+	  fi; \
+	  test -x $(PROMTOOL) || echo "promtool is not available: the alert rules get a schema check only"; }
+
+test: install browser promtool
 	$(VENV)/bin/pytest
+
+# The AsyncAPI document of every NATS subject, generated from the typed models.
+asyncapi: install
+	$(VENV)/bin/python -m connector_common.asyncapi docs/asyncapi.yaml
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib.util
+import logging
 import os
 import pwd
 import shutil
@@ -119,10 +120,10 @@ def _ensure_traversable(path: Path) -> None:
     for parent in [*reversed(path.parents), path]:
         mode = parent.stat().st_mode
         if not mode & stat.S_IXOTH:
-            print(
-                f"note: adding o+x (traverse only) to {parent} so the embedded PostgreSQL "
-                "user can reach its files",
-                file=sys.stderr,
+            logging.getLogger(__name__).warning(
+                "adding o+x (traverse only) to %s so the embedded PostgreSQL user can reach "
+                "its files",
+                parent,
             )
             parent.chmod(mode | stat.S_IXOTH)
 
