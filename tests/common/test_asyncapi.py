@@ -35,8 +35,8 @@ def document() -> dict[str, Any]:
     return loaded
 
 
-def subclasses(cls: type) -> set[type]:
-    found = set()
+def subclasses(cls: type[Any]) -> set[type[Any]]:
+    found: set[type[Any]] = set()
     for sub in cls.__subclasses__():
         found |= {sub, *subclasses(sub)}
     return found
