@@ -42,9 +42,9 @@ class Call:
 ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/healthz"): Call("public"),
     ("GET", "/readyz"): Call("public"),
+    ("GET", "/metrics"): Call("public"),  # aggregate counts only; kept off the public ingress
     ("GET", "/openapi.json"): Call("public"),
     ("GET", "/docs"): Call("public"),
-    ("GET", "/docs/oauth2-redirect"): Call("public"),
     ("GET", "/redoc"): Call("public"),
     ("GET", "/ebay/oauth/callback"): Call("public"),
     ("GET", "/ebay-accounts"): Call("read"),

@@ -25,7 +25,7 @@ from connector_api.errors import ApiError
 from connector_api.middleware import RequestMiddleware
 from connector_api.oidc import OidcClient
 from connector_api.pages import STATIC_DIR
-from connector_api.routes import accounts, admin, connect, login, ops
+from connector_api.routes import accounts, admin, connect, docs, login, ops
 from connector_api.schemas import ErrorBody, FieldError
 from connector_api.sessions import SessionManager
 from connector_api.settings import ApiSettings
@@ -131,6 +131,9 @@ def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> 
         # on by default once a global provider exists, would add a second server span whose
         # ``url.query`` carries the OAuth callback's code and state, and log request input.
         telemetry=NATIVE_TELEMETRY_OFF,
+        # FastAPI's own /docs and /redoc load their scripts from a CDN: ours serve pinned copies.
+        docs_url=None,
+        redoc_url=None,
     )
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.api.max_body_bytes)
     _install_error_handlers(app)
@@ -139,6 +142,8 @@ def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> 
     app.include_router(accounts.router)
     app.include_router(admin.router)
     app.include_router(login.router)
+    app.include_router(docs.router)
+    app.mount("/static/vendor", StaticFiles(directory=docs.VENDOR_DIR), name="vendor")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
