@@ -75,6 +75,22 @@ def test_the_rules_pass_promtool_or_at_least_the_rule_schema(tmp_path: Path) -> 
     assert f"SUCCESS: {len(names)} rules found" in checked.stdout
 
 
+def test_each_alert_fires_on_a_bad_series_and_not_on_a_normal_one(tmp_path: Path) -> None:
+    tool = promtool()
+    if tool is None:
+        pytest.skip("promtool is not installed (`make promtool`)")
+    document = yaml.safe_load(RULES.read_text())
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": document["spec"]["groups"]}))
+    cases = tmp_path / "alert_cases.yaml"
+    cases.write_text((Path(__file__).parent / "alert_cases.yaml").read_text())
+    tested = subprocess.run(
+        [tool, "test", "rules", str(cases)], capture_output=True, text=True, check=False
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    covered = set(re.findall(r'alertname="(\w+)"', cases.read_text()))
+    assert covered >= REQUIRED_ALERTS
+
+
 def test_every_alert_links_to_a_runbook_section_that_exists() -> None:
     headings = {
         github_anchor(line.lstrip("#"))
