@@ -6,11 +6,16 @@ import argparse
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from datetime import timedelta
 
+from connector_common.budget.analytics import LimitsReader
+from connector_common.ebay import EbayClient
 from connector_common.logs import get_logger
 from connector_common.redaction import redact_text
 from connector_common.settings import load_settings
 from connector_common.worker.runtime import WorkerContext, run_worker
+from connector_scheduler.budget import BudgetPacer
+from connector_scheduler.reconsent import ReconsentSweep
 from connector_scheduler.service import Scheduler, SchedulerInstruments
 from connector_scheduler.settings import SchedulerSettings
 
@@ -25,6 +30,14 @@ class SchedulerLoop:
         settings = context.settings
         self._context = context
         self._interval = settings.pipeline.scheduler_tick_seconds
+        # Only for Developer Analytics getRateLimits (eBay's real daily limits).
+        self._ebay = EbayClient(
+            settings.ebay,
+            tracer_provider=context.telemetry.tracer_provider,
+            meter_provider=context.telemetry.meter_provider,
+            on_call=context.calls.record if context.calls is not None else None,
+        )
+        budget = settings.ebay.budget
         self._scheduler = Scheduler(
             sessions=context.sessions,
             js=context.js,
@@ -33,6 +46,21 @@ class SchedulerLoop:
             settings=settings.pipeline,
             tracer=context.telemetry.tracer(SERVICE),
             instruments=SchedulerInstruments.create(context.telemetry.meter(SERVICE)),
+            pacer=BudgetPacer(
+                sessions=context.sessions,
+                settings=budget,
+                namespace=context.topology.namespace,
+                tick_seconds=self._interval,
+                requeue_seconds=settings.pipeline.requeue_seconds,
+                refresh_lead_seconds=settings.pipeline.refresh_lead_seconds,
+                limits=LimitsReader(self._ebay, context.sessions, budget.limits_refresh_seconds),
+                meter=context.telemetry.meter(SERVICE),
+            ),
+            sweep=ReconsentSweep(
+                sessions=context.sessions,
+                namespace=context.topology.namespace,
+                window=timedelta(days=settings.ebay.reconsent_warning_days),
+            ),
         )
         self._task: asyncio.Task[None] | None = None
         self._halt = asyncio.Event()
@@ -47,6 +75,8 @@ class SchedulerLoop:
                 await asyncio.wait_for(self._task, self._interval + 30)
         with contextlib.suppress(Exception):
             await self._scheduler.resign()
+        with contextlib.suppress(Exception):
+            await self._ebay.aclose()
 
     async def _run(self) -> None:
         while not self._halt.is_set():

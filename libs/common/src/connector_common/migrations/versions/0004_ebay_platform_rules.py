@@ -153,9 +153,7 @@ def downgrade() -> None:
     )
     op.drop_table("ebay_username_history")
     op.drop_index("ix_ebay_tokens_refresh_expires_at_usable", table_name="ebay_tokens")
-    op.drop_index(
-        "ix_ebay_tokens_refresh_expires_at_reconsent_pending", table_name="ebay_tokens"
-    )
+    op.drop_index("ix_ebay_tokens_refresh_expires_at_reconsent_pending", table_name="ebay_tokens")
     op.drop_column("ebay_tokens", "reconsent_notified_for")
     op.drop_constraint(
         op.f("ck_ebay_accounts_tombstone_has_no_personal_data"), "ebay_accounts", type_="check"
