@@ -244,7 +244,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
 # Application events: about the connector's eBay app as a whole, not one org's account.
 # ---------------------------------------------------------------------------------------------
 
-APP_SUBJECT_TOKEN = "app"  # in place of an org id (org ids are UUIDs: no clash)
+APP_SUBJECT_PART = "app"  # in place of an org id (org ids are UUIDs: no clash)
 
 
 class AppEvent(Message):
@@ -257,7 +257,7 @@ class AppEvent(Message):
 
     def subject(self, namespace: str) -> str:
         """``{ns}.events.app.{type}``: operators subscribe to it; no org sees another's data."""
-        return f"{namespace}.events.{APP_SUBJECT_TOKEN}.{self.type}"
+        return f"{namespace}.events.{APP_SUBJECT_PART}.{self.type}"
 
     def envelope(self) -> dict[str, Any]:
         """The payload with its type, as published."""

@@ -92,8 +92,8 @@ class EbayAccount(Base):
         # A tombstone (the seller deleted their eBay account) holds no eBay personal data; every
         # other account knows its eBay user and site.
         CheckConstraint(
-            "(deleted_by_ebay_at IS NULL AND ebay_user_id IS NOT NULL AND marketplace_id IS NOT NULL"
-            " AND site_id IS NOT NULL AND site_code IS NOT NULL)"
+            "(deleted_by_ebay_at IS NULL AND ebay_user_id IS NOT NULL"
+            " AND marketplace_id IS NOT NULL AND site_id IS NOT NULL AND site_code IS NOT NULL)"
             " OR (deleted_by_ebay_at IS NOT NULL AND NOT is_active AND ebay_user_id IS NULL"
             " AND eias_token IS NULL AND username IS NULL AND marketplace_id IS NULL"
             " AND site_id IS NULL AND site_code IS NULL)",
