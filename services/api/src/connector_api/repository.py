@@ -33,7 +33,7 @@ from connector_common.db.models import (
     OAuthState,
     Organisation,
 )
-from connector_common.status import EXPIRING_SOON, AccountStatus
+from connector_common.status import EXPIRING_SOON, RECONSENT_DUE, AccountStatus
 
 # Stand-ins for NULL in keyset pagination (a row comparison with NULL is never true).
 FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
@@ -57,17 +57,25 @@ async def ensure_org(session: AsyncSession, external_id: str) -> uuid.UUID:
     return uuid.UUID(str(existing))
 
 
-def status_sql(now: datetime) -> ColumnElement[str]:
+def status_sql(now: datetime, reconsent_window: timedelta = RECONSENT_DUE) -> ColumnElement[str]:
     """``connector_common.status.account_status`` as SQL, for filtering in the database.
 
     Must give the same answer as the Python function for every row (tested).
     """
     expires = EbayToken.access_expires_at
+    refresh_ends = EbayToken.refresh_expires_at
     return case(
+        (
+            EbayAccount.deleted_by_ebay_at.is_not(None),
+            literal(AccountStatus.DELETED_BY_EBAY.value),
+        ),
         (EbayAccount.is_active.is_(False), literal(AccountStatus.DEACTIVATED.value)),
         (EbayToken.account_id.is_(None), literal(AccountStatus.NOT_CONNECTED.value)),
         (
-            EbayToken.reconnect_required_at.is_not(None),
+            or_(
+                EbayToken.reconnect_required_at.is_not(None),
+                and_(refresh_ends.is_not(None), refresh_ends <= now),
+            ),
             literal(AccountStatus.RECONNECT_REQUIRED.value),
         ),
         (
@@ -76,6 +84,10 @@ def status_sql(now: datetime) -> ColumnElement[str]:
         ),
         (and_(expires.is_not(None), expires <= now), literal(AccountStatus.EXPIRED.value)),
         (EbayAccount.last_health_outcome == "unhealthy", literal(AccountStatus.UNHEALTHY.value)),
+        (
+            and_(refresh_ends.is_not(None), refresh_ends < now + reconsent_window),
+            literal(AccountStatus.RECONSENT_DUE.value),
+        ),
         (expires.is_(None), literal(AccountStatus.UNKNOWN.value)),
         (expires < now + EXPIRING_SOON, literal(AccountStatus.EXPIRING_SOON.value)),
         else_=literal(AccountStatus.HEALTHY.value),
@@ -128,6 +140,7 @@ async def list_accounts(
     after: tuple[Any, uuid.UUID] | None,
     limit: int,
     now: datetime,
+    reconsent_window: timedelta = RECONSENT_DUE,
 ) -> list[tuple[EbayAccount, EbayToken | None]]:
     """One page of the org's accounts (``limit`` rows; ask for one more to see if more exist)."""
     stmt = (
@@ -136,7 +149,8 @@ async def list_accounts(
         .where(EbayAccount.org_id == org_id)
     )
     if filters.statuses:
-        stmt = stmt.where(status_sql(now).in_([s.value for s in filters.statuses]))
+        statuses = [s.value for s in filters.statuses]
+        stmt = stmt.where(status_sql(now, reconsent_window).in_(statuses))
     if filters.purpose is not None:
         stmt = stmt.where(func.lower(EbayAccount.purpose) == filters.purpose.lower())
     if filters.marketplaces:

@@ -61,7 +61,11 @@ async def _context(app: AppState, request: Request, session: AdminSession) -> Re
     identity = Identity(session.subject, session.org_external_id, session.roles, session.expires_at)
     principal = await principal_for(app, identity, request)
     return RequestContext(
-        principal=principal, namespace=app.namespace, request_id=request_id(request)
+        principal=principal,
+        namespace=app.namespace,
+        request_id=request_id(request),
+        reconsent_window=app.reconsent_window,
+        budget=app.settings.ebay.budget,
     )
 
 
