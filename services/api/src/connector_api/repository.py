@@ -335,3 +335,23 @@ async def purge_old_states(session: AsyncSession, now: datetime) -> None:
 async def ping(session: AsyncSession) -> None:
     """A round trip to the database."""
     await session.execute(select(1))
+
+
+async def count_with_status(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    status: AccountStatus,
+    now: datetime,
+    reconsent_window: timedelta = RECONSENT_DUE,
+) -> int:
+    """How many of the org's accounts have ``status`` now."""
+    stmt = (
+        select(func.count())
+        .select_from(EbayAccount)
+        .outerjoin(EbayToken, EbayToken.account_id == EbayAccount.id)
+        .where(
+            EbayAccount.org_id == org_id,
+            status_sql(now, reconsent_window) == status.value,
+        )
+    )
+    return int(await session.scalar(stmt) or 0)

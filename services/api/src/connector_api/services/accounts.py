@@ -137,6 +137,8 @@ async def reactivate(session: AsyncSession, ctx: RequestContext, account_id: uui
     """Resume the account; 409 when another active account took its house name meanwhile."""
     ctx.principal.require_admin()
     account, token = await load_account(session, ctx, account_id, lock=True)
+    if account.deleted_by_ebay_at is not None:
+        raise Conflict("the seller deleted their eBay account; this account cannot be reactivated")
     if not account.is_active:
         if await repo.active_house_name_owner(session, account.org_id, account.house_name):
             raise Conflict(

@@ -7,9 +7,11 @@ eBay reported (``ebay_rate_limits``), through the same functions the scheduler p
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from connector_api import repository as repo
 from connector_api.errors import TooManyRequests
 from connector_api.schemas import BudgetBucket, EbayBudget, ReportedLimit, WorkBudget
 from connector_api.services.context import RequestContext
@@ -24,6 +26,7 @@ from connector_common.budget.plan import (
     plan_refresh,
 )
 from connector_common.platform_settings import BudgetSettings
+from connector_common.status import AccountStatus
 
 
 async def budget_view(session: AsyncSession, settings: BudgetSettings) -> EbayBudget:
@@ -108,3 +111,15 @@ async def require_budget(session: AsyncSession, ctx: RequestContext, bucket: str
         f"it starts again at {resets_at.isoformat()}",
         headers={"Retry-After": str(wait)},
     )
+
+
+async def admin_notices(session: AsyncSession, ctx: RequestContext) -> dict[str, Any]:
+    """What the admin page shows about eBay's rules: how many of the org's accounts must be
+    reconnected soon, and (to admins) the installation's eBay budget today."""
+    reconsent = await repo.count_with_status(
+        session, ctx.principal.org_id, AccountStatus.RECONSENT_DUE, ctx.now, ctx.reconsent_window
+    )
+    budget = None
+    if ctx.principal.can_write and ctx.budget is not None:
+        budget = await budget_view(session, ctx.budget)
+    return {"reconsent_due": reconsent, "ebay_budget": budget}
