@@ -133,7 +133,10 @@ async def test_reconsent_due_filter_and_window_boundaries(api: Api) -> None:
         last_health_at=utcnow(),
     )
     await seed_account(
-        api, "in-5d-soon", token_refresh_expires_in=timedelta(days=5), token_expires_in=timedelta(minutes=3)
+        api,
+        "in-5d-soon",
+        token_refresh_expires_in=timedelta(days=5),
+        token_expires_in=timedelta(minutes=3),
     )
     assert names(await list_accounts(api, status="reconsent_due")) == ["in-29d", "in-5d-soon"]
     assert names(await list_accounts(api, status="unhealthy")) == ["in-5d-but-sick"]
