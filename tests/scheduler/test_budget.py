@@ -10,6 +10,7 @@ from datetime import UTC, datetime, time, timedelta
 from nats.js import JetStreamContext
 from sqlalchemy import func, insert, select
 
+from connector_common.budget import repository as budget_repo
 from connector_common.budget.analytics import LimitsReader
 from connector_common.budget.buckets import REFRESH_GRANT, TRADING
 from connector_common.crypto import TokenCipher
@@ -29,6 +30,7 @@ from connector_common.platform_settings import BudgetSettings
 from connector_common.settings import parse_key_ring
 from connector_scheduler.budget import BudgetPacer
 from connector_scheduler.service import Scheduler
+from tests.fixtures.pipeline import eventually
 from tests.scheduler.conftest import MakeScheduler, work_messages
 
 TICK = 5.0
@@ -241,6 +243,17 @@ async def test_ebays_own_limit_is_preferred_to_the_setting(
     reader = LimitsReader(ebay_client, sessions, interval=3600)
     settings = budget(use_ebay_limits=True)  # 100 configured; the sandbox's app has 5,000
     scheduler = with_pacer(make_scheduler(), sessions, settings, clock, limits=reader)
+    await scheduler.tick()  # starts reading eBay's limits in the background: never delays a tick
+    # Until eBay's limit is known, the setting holds: 50 by noon.
+    assert len(await published(js, topology, "health")) == 50
+
+    async def read() -> bool:
+        async with unit_of_work(sessions) as session:
+            return TRADING in await budget_repo.reported_limits(session)
+
+    await eventually(read, timeout=10, what="eBay's limits stored")
     await scheduler.tick()
     # Half of eBay's 5,000 by noon: more than the 1,000 due accounts.
     assert len(await published(js, topology, "health")) == ACCOUNTS
+    assert scheduler.pacer is not None
+    await scheduler.pacer.aclose()

@@ -10,6 +10,7 @@ one log line per UTC day and kind of work, whichever replica sees it first.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ class BudgetPacer:
     meter: metrics.Meter | None = None
     clock: Callable[[], datetime] | None = None  # tests: a day's times; default PostgreSQL's
     _health_state: str = "open"
+    _limits_task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         meter = self.meter or metrics.get_meter(__name__)
@@ -86,9 +88,7 @@ class BudgetPacer:
 
     async def plan(self) -> Caps:
         """How many refreshes and health checks may start now."""
-        if self.limits is not None and self.settings.use_ebay_limits:
-            with contextlib.suppress(Exception):  # it logs its own failures; never stop a tick
-                await self.limits.maybe_read()
+        self._read_limits()
         lead = timedelta(seconds=self.refresh_lead_seconds)
         requeue = timedelta(seconds=self.requeue_seconds)
         async with unit_of_work(self.sessions) as session:
@@ -189,6 +189,32 @@ class BudgetPacer:
             deferred_until=until.isoformat(),
             reason=health.reason if health is not None else None,
         )
+
+    def _read_limits(self) -> None:
+        """Read eBay's limits in the background when due: a slow eBay never delays a tick."""
+        if self.limits is None or not self.settings.use_ebay_limits:
+            return
+        if self._limits_task is not None and not self._limits_task.done():
+            return
+        self._limits_task = asyncio.create_task(self._read_limits_once(self.limits))
+
+    @staticmethod
+    async def _read_limits_once(reader: LimitsReader) -> None:
+        try:
+            await reader.maybe_read()
+        except Exception as exc:  # eBay errors are handled inside; this is the database
+            log.warning(
+                "storing eBay's rate limits failed",
+                error=redact_text(f"{type(exc).__name__}: {exc}")[:200],
+            )
+
+    async def aclose(self) -> None:
+        """Stop a reading of eBay's limits still in flight (shutdown)."""
+        task = self._limits_task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     def _measure(self, found: dict[str, Figures]) -> None:
         for bucket, figure in found.items():

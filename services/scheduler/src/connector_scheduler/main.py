@@ -75,6 +75,8 @@ class SchedulerLoop:
                 await asyncio.wait_for(self._task, self._interval + 30)
         with contextlib.suppress(Exception):
             await self._scheduler.resign()
+        if self._scheduler.pacer is not None:
+            await self._scheduler.pacer.aclose()
         with contextlib.suppress(Exception):
             await self._ebay.aclose()
 
