@@ -139,7 +139,10 @@ class BudgetPacer:
                 "recording a budget deferral failed",
                 error=redact_text(f"{type(exc).__name__}: {exc}")[:200],
             )
-        state = health.state if caps.ready_health > published_health else "open"
+        # Held back by the pace (more is due than may start) reads "paced" even on ticks that
+        # start a few checks, so the log line comes once per change, not every other tick.
+        held_back = health.cap is not None and caps.ready_health > published_health
+        state = ("deferred" if health.state == "deferred" else "paced") if held_back else "open"
         if state != self._health_state:
             log.info(
                 "health checks pacing",
