@@ -329,6 +329,17 @@ async def test_a_signed_notification_purges_the_seller_in_every_org(
         history = await session.scalar(select(func.count()).select_from(HealthCheck))
         record = await session.get(DeletionNotification, notification_id)
     assert {str(a.account_id) for a in audit} == {london_a["id"], london_b["id"]}
+    async with unit_of_work(api.state.sessions) as session:
+        earlier = (
+            await session.scalars(
+                select(AuditEntry).where(
+                    AuditEntry.account_id == uuid.UUID(london_a["id"]),
+                    AuditEntry.action == "account.connected",
+                )
+            )
+        ).all()
+    assert earlier  # the org's history stays, without the seller's registration site
+    assert all("marketplace_id" not in e.details and "site_id" not in e.details for e in earlier)
     assert {a.actor for a in audit} == {"ebay"}
     assert all(a.details == {"notification_id": notification_id} for a in audit)
     assert history == 0
