@@ -253,6 +253,7 @@ async def test_delete_removes_account_tokens_and_history_but_keeps_a_clean_audit
         "Gone",
     )
     text = f"{entry.details} {[m.payload for m in await outbox(api)]}"
+    assert account.ebay_user_id is not None
     for personal in ("private_name", "EIAS==", account.ebay_user_id):
         assert personal not in text
     assert (

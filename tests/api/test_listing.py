@@ -58,7 +58,21 @@ async def test_list_shows_account_fields_token_metadata_and_last_health(api: Api
     assert "v^1.1" not in str(item)
 
 
-async def test_status_comes_from_the_common_status_function(api: Api) -> None:
+TOMBSTONE: dict[str, Any] = {
+    "token": False,
+    "is_active": False,
+    "deactivated_at": utcnow(),
+    "deleted_by_ebay_at": utcnow(),
+    "ebay_user_id": None,
+    "username": None,
+    "marketplace_id": None,
+    "site_id": None,
+    "site_code": None,
+}
+
+
+async def seed_every_status(api: Api) -> None:
+    """One account per status (and a second reconnect_required: a refresh token that ended)."""
     await seed_account(api, "ok")
     await seed_account(api, "soon", token_expires_in=timedelta(minutes=5))
     await seed_account(api, "gone", token_expires_in=timedelta(minutes=-5))
@@ -67,28 +81,31 @@ async def test_status_comes_from_the_common_status_function(api: Api) -> None:
     await seed_account(api, "sick", last_health_outcome="unhealthy", last_health_at=utcnow())
     await seed_account(api, "off", is_active=False, deactivated_at=utcnow())
     await seed_account(api, "none", token=False)
+    await seed_account(api, "due", token_refresh_expires_in=timedelta(days=29))
+    await seed_account(api, "tomb", **TOMBSTONE)
+
+
+async def test_status_comes_from_the_common_status_function(api: Api) -> None:
+    await seed_every_status(api)
+    await seed_account(api, "ended", token_refresh_expires_in=timedelta(seconds=-1))
     statuses = {a["house_name"]: a["status"] for a in (await list_accounts(api))["items"]}
     assert statuses == {
         "ok": "healthy",
         "soon": "expiring_soon",
         "gone": "expired",
         "again": "reconnect_required",
+        "ended": "reconnect_required",
         "err": "error",
         "sick": "unhealthy",
         "off": "deactivated",
         "none": "not_connected",
+        "due": "reconsent_due",
+        "tomb": "deleted_by_ebay",
     }
 
 
 async def test_status_filter_in_sql_agrees_with_the_status_function(api: Api) -> None:
-    await seed_account(api, "ok")
-    await seed_account(api, "soon", token_expires_in=timedelta(minutes=5))
-    await seed_account(api, "gone", token_expires_in=timedelta(minutes=-5))
-    await seed_account(api, "again", token_reconnect_required_at=utcnow())
-    await seed_account(api, "err", token_last_refresh_error="eBay 503")
-    await seed_account(api, "sick", last_health_outcome="unhealthy", last_health_at=utcnow())
-    await seed_account(api, "off", is_active=False, deactivated_at=utcnow())
-    await seed_account(api, "none", token=False)
+    await seed_every_status(api)
     unknown = await seed_account(api, "unk")
     async with unit_of_work(api.state.sessions) as session:
         token = await session.get(EbayToken, unknown.id)
@@ -97,6 +114,32 @@ async def test_status_filter_in_sql_agrees_with_the_status_function(api: Api) ->
     for account in (await list_accounts(api))["items"]:
         filtered = await list_accounts(api, status=account["status"])
         assert names(filtered) == [account["house_name"]], account["status"]
+
+
+async def test_a_refresh_token_that_ended_is_filtered_as_reconnect_required(api: Api) -> None:
+    await seed_account(api, "ended", token_refresh_expires_in=timedelta(seconds=-1))
+    await seed_account(api, "fine")
+    assert names(await list_accounts(api, status="reconnect_required")) == ["ended"]
+
+
+async def test_reconsent_due_filter_and_window_boundaries(api: Api) -> None:
+    await seed_account(api, "in-29d", token_refresh_expires_in=timedelta(days=29, hours=23))
+    await seed_account(api, "in-31d", token_refresh_expires_in=timedelta(days=30, hours=1))
+    await seed_account(
+        api,
+        "in-5d-but-sick",
+        token_refresh_expires_in=timedelta(days=5),
+        last_health_outcome="unhealthy",
+        last_health_at=utcnow(),
+    )
+    await seed_account(
+        api,
+        "in-5d-soon",
+        token_refresh_expires_in=timedelta(days=5),
+        token_expires_in=timedelta(minutes=3),
+    )
+    assert names(await list_accounts(api, status="reconsent_due")) == ["in-29d", "in-5d-soon"]
+    assert names(await list_accounts(api, status="unhealthy")) == ["in-5d-but-sick"]
 
 
 async def test_list_filters_by_status_purpose_marketplace_and_active(api: Api) -> None:

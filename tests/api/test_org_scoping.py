@@ -71,6 +71,13 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/admin/accounts/{account_id}/refresh"): Call("write", form={}),
     ("POST", "/admin/accounts/{account_id}/health-check"): Call("write", form={}),
     ("POST", "/admin/accounts/{account_id}/delete"): Call("write", form={}),
+    # eBay's Marketplace Account Deletion: public, trusted only with eBay's signature.
+    ("GET", "/ebay/notifications/account-deletion"): Call("public"),
+    ("POST", "/ebay/notifications/account-deletion"): Call(
+        "public", body={"metadata": {}, "notification": {}}
+    ),
+    # The installation's eBay budget (every org shares one eBay app): admins only.
+    ("GET", "/ebay-budget"): Call("write"),
 }
 
 

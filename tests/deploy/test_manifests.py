@@ -140,6 +140,7 @@ def test_service_starts_in_production_with_the_manifest_settings(
     (secrets / "token-keys").write_text(f"k1:{base64.b64encode(os.urandom(32)).decode()}")
     (secrets / "ebay-client-secret").write_text("PRD-real-looking-cert-id-0123456789")
     (secrets / "api-session-secret").write_text("s" * 48)
+    (secrets / "ebay-deletion-verification-token").write_text("d" * 48)
     env: dict[str, str] = dict(of_kind("ConfigMap")["ebay-connector"]["data"])
     container = pod_specs()[service]["containers"][0]
     env.update({e["name"]: e["value"] for e in container.get("env", [])})

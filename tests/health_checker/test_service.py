@@ -14,11 +14,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connector_common.crypto import TokenCipher
 from connector_common.db.engine import SessionFactory, create_session_factory, unit_of_work
-from connector_common.db.models import EbayAccount, EbayToken, HealthCheck
+from connector_common.db.models import (
+    EbayAccount,
+    EbayToken,
+    HealthCheck,
+    OutboxMessage,
+    UsernameChange,
+)
 from connector_common.ebay import EbayClient
-from connector_common.events import CheckHealth, utcnow
+from connector_common.events import AccountUsernameChanged, CheckHealth, parse_event, utcnow
 from connector_common.settings import parse_key_ring
 from connector_common.tokens.store import StoreTiming, TokenStore
+from connector_health_checker.repository import Verdict, record_verdict
 from connector_health_checker.service import CheckOutcome, HealthChecker, HealthTiming
 from tests.fixtures.pipeline import account_row, connect_seller, make_org_row, outbox_types
 from tests.fixtures.sandbox import SandboxHandle
@@ -179,6 +186,85 @@ async def test_a_changed_username_is_recorded_and_the_user_id_kept(
     assert after.username == "maple_goods_2026"
     assert after.ebay_user_id == before.ebay_user_id
     assert (after.site_id, after.site_code, after.marketplace_id) == (2, "Canada", "EBAY_CA")
+
+
+async def test_a_username_change_is_kept_in_history_and_announced_once(
+    checker: HealthChecker, sessions: SessionFactory, sandbox: SandboxHandle, account: CheckHealth
+) -> None:
+    assert (await checker.check(account, attempt=1)).outcome is CheckOutcome.HEALTHY
+    sandbox.rename(SELLER, "maple_goods_2026")
+    for _ in range(3):  # the change is seen once; later checks find nothing new
+        await checker.check(account, attempt=1)
+    async with unit_of_work(sessions) as session:
+        changes = (
+            await session.scalars(
+                select(UsernameChange).where(UsernameChange.account_id == account.account_id)
+            )
+        ).all()
+        payloads = (
+            await session.scalars(
+                select(OutboxMessage.payload).where(
+                    OutboxMessage.subject.endswith("account.username_changed")
+                )
+            )
+        ).all()
+    [change] = changes
+    assert (change.old_username, change.new_username, change.source) == (
+        SELLER,
+        "maple_goods_2026",
+        "health_check",
+    )
+    [payload] = payloads
+    event = parse_event(payload.encode())
+    assert isinstance(event, AccountUsernameChanged)
+    assert (event.old_username, event.new_username) == (SELLER, "maple_goods_2026")
+    assert event.account_id == account.account_id
+
+
+async def test_a_check_finishing_after_the_seller_was_purged_writes_nothing_back(
+    checker: HealthChecker, sessions: SessionFactory, account: CheckHealth
+) -> None:
+    """eBay's deletion notification purged the account while GetUser was in flight."""
+    async with unit_of_work(sessions) as session:
+        row = await session.get(EbayAccount, account.account_id)
+        assert row is not None
+        now = utcnow()
+        row.is_active, row.deactivated_at, row.deleted_by_ebay_at = False, now, now
+        row.ebay_user_id = row.username = row.eias_token = None
+        row.marketplace_id = row.site_code = None
+        row.site_id = None
+    verdict = Verdict(
+        checked_at=utcnow(),
+        outcome="healthy",
+        reason=None,
+        latency_ms=10,
+        http_status=200,
+        ebay_error_code=None,
+        ebay_request_id="r",
+        api="trading",
+        username="demo_ca_seller",
+        eias_token="EIAS==",
+        site_id=2,
+        site_code="Canada",
+        marketplace_id="EBAY_CA",
+    )
+    async with unit_of_work(sessions) as session:
+        assert await record_verdict(session, account.account_id, verdict, None) is None
+    stored = await account_row(sessions, account.account_id)
+    assert (stored.username, stored.eias_token, stored.site_id) == (None, None, None)
+    assert await history(sessions, account.account_id) == []
+
+
+async def test_an_ended_refresh_token_is_not_checked(
+    checker: HealthChecker, sessions: SessionFactory, sandbox: SandboxHandle, account: CheckHealth
+) -> None:
+    async with unit_of_work(sessions) as session:
+        token = await session.get(EbayToken, account.account_id)
+        assert token is not None
+        token.refresh_expires_at = utcnow() - timedelta(seconds=1)
+    since = time.time()
+    assert (await checker.check(account, attempt=1)).outcome is CheckOutcome.SKIPPED
+    assert sandbox.calls(seller=SELLER, since=since) == []
 
 
 async def test_inactive_and_reconnect_required_accounts_are_not_checked(

@@ -85,7 +85,10 @@ async def python_statuses(engine: AsyncEngine) -> dict[tuple[str, str], int]:
                 if account.last_health_outcome
                 else None
             )
-            key = (account_status(account, token, health, now).value, account.marketplace_id)
+            key = (
+                account_status(account, token, health, now).value,
+                account.marketplace_id or "unknown",
+            )
             counts[key] = counts.get(key, 0) + 1
     return counts
 

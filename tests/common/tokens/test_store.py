@@ -310,3 +310,35 @@ async def test_a_token_under_an_old_key_is_read_and_rewritten_with_the_newest_ke
     assert rotated.decrypt(after.refresh_token_ct or b"", account_id, "refresh_token") == (
         rotated.decrypt(before.refresh_token_ct or b"", account_id, "refresh_token")
     )
+
+
+async def test_an_ended_refresh_token_is_reconnect_required_without_asking_ebay(
+    sessions: SessionFactory,
+    cipher: TokenCipher,
+    ebay_client: EbayClient,
+    sandbox: SandboxHandle,
+) -> None:
+    from datetime import timedelta
+
+    from connector_common.events import utcnow
+
+    org = await make_org_row(sessions)
+    ended = await connect_seller(
+        sessions,
+        cipher,
+        ebay_client,
+        sandbox,
+        SELLER,
+        org=org,
+        refresh_expires_at=utcnow() - timedelta(seconds=1),
+    )
+    since = time.time()
+    result = await make_store(sessions, cipher, ebay_client).refresh(
+        RefreshRequest(ended, reason="manual")
+    )
+    assert result.outcome is RefreshOutcome.RECONNECT_REQUIRED
+    assert refresh_calls(sandbox, since) == 0  # eBay was not asked
+    row = await token_row(sessions, ended)
+    assert row.reconnect_required_at is not None
+    assert row.refresh_enabled is False
+    assert "account.reconnect_required" in await outbox_types(sessions, ended)

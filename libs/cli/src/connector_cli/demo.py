@@ -84,6 +84,21 @@ def seed(
                 say(f"demo: {house_name} ({seller}): {outcome}")
         except (DemoError, httpx.HTTPError) as exc:
             say(f"demo data incomplete: {exc}")
+        token_for_deletion = env.get("CONNECTOR_EBAY__DELETION__VERIFICATION_TOKEN")
+        if token_for_deletion:
+            from connector_cli.deletion_demo import register
+
+            try:
+                register(
+                    http,
+                    api_url,
+                    sandbox_url,
+                    token_for_deletion,
+                    env.get("CONNECTOR_NATS__URL"),
+                    example_seller=DEMO_ACCOUNTS[1][1],
+                )
+            except httpx.HTTPError as exc:
+                say(f"account deletion: could not register the endpoint: {exc}")
     say(f"admin page: {api_url}/admin  (org '{DEMO_ORG}', role admin)")
     say(
         "log in by pasting this token (valid 12 h; `connector token mint --org demo --role "

@@ -335,6 +335,13 @@ def _plan_services(env: dict[str, str], api_port: int) -> list[ServiceProcess]:
         env["CONNECTOR_EBAY__CLIENT_ID"] = "connector-dev-app"
         env["CONNECTOR_EBAY__CLIENT_SECRET"] = client_secret
         env["CONNECTOR_EBAY__RU_NAME"] = "connector-dev-runame"
+        # eBay's account-deletion notifications: the sandbox plays eBay (demo.py registers it).
+        env["CONNECTOR_EBAY__DELETION__VERIFICATION_TOKEN"] = dev_secret(
+            Path(env["CONNECTOR_DATA_DIR"]),
+            "dev-deletion-verification-token",
+            lambda: secrets.token_urlsafe(32),
+            "eBay account-deletion verification token",
+        )
         sandbox_env = dict(env)
         sandbox_env["EBAY_SANDBOX_CLIENT_SECRET"] = client_secret  # kept out of `ps` output
         planned.append(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -189,6 +189,35 @@ class HealthChanged(Event):
     reason: str | None = None
 
 
+class AccountDeletedByEbay(Event):
+    """eBay told us the seller deleted their eBay account: its data is purged, a tombstone
+    without personal data remains. Carries no seller data (not even the eBay user id)."""
+
+    type: ClassVar[str] = "account.deleted_by_ebay"
+    notification_id: str  # eBay's notificationId (not personal data)
+    event_date: datetime | None  # when eBay says the deletion happened
+
+
+class AccountUsernameChanged(Event):
+    """The seller's eBay username changed (the eBay user id did not); published once."""
+
+    type: ClassVar[str] = "account.username_changed"
+    old_username: str | None
+    new_username: str
+    source: Literal["health_check", "reconnect"]
+
+
+class AccountReconsentDue(Event):
+    """The refresh token ends soon: the seller must consent again (Reconnect) before then.
+
+    Published once per account and refresh token, not once per scheduler tick.
+    """
+
+    type: ClassVar[str] = "account.reconsent_due"
+    refresh_expires_at: datetime
+    days_left: int
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -204,11 +233,56 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ReconnectRequired,
         HealthChecked,
         HealthChanged,
+        AccountDeletedByEbay,
+        AccountUsernameChanged,
+        AccountReconsentDue,
     )
 }
 
 
-def event_payload(event: Event) -> bytes:
+# ---------------------------------------------------------------------------------------------
+# Application events: about the connector's eBay app as a whole, not one org's account.
+# ---------------------------------------------------------------------------------------------
+
+APP_SUBJECT_PART = "app"  # in place of an org id (org ids are UUIDs: no clash)
+
+
+class AppEvent(Message):
+    """Something that happened to the whole installation (every org shares one eBay app)."""
+
+    type: ClassVar[str]
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    occurred_at: datetime = Field(default_factory=utcnow)
+    version: Literal[1] = 1
+
+    def subject(self, namespace: str) -> str:
+        """``{ns}.events.app.{type}``: operators subscribe to it; no org sees another's data."""
+        return f"{namespace}.events.{APP_SUBJECT_PART}.{self.type}"
+
+    def envelope(self) -> dict[str, Any]:
+        """The payload with its type, as published."""
+        return {"type": self.type, **self.model_dump(mode="json")}
+
+
+class BudgetExhausted(AppEvent):
+    """A daily eBay call budget ran out: this kind of work waits for the next UTC day.
+
+    Published once per UTC day and kind of work, whatever the number of accounts or replicas.
+    """
+
+    type: ClassVar[str] = "budget.exhausted"
+    work: Literal["health", "refresh"]
+    bucket: str  # e.g. "trading", "oauth.refresh_token"
+    day: date  # the UTC day whose budget ran out
+    daily_limit: int
+    used: int
+    deferred_until: datetime
+
+
+APP_EVENT_TYPES: dict[str, type[AppEvent]] = {cls.type: cls for cls in (BudgetExhausted,)}
+
+
+def event_payload(event: Event | AppEvent) -> bytes:
     """The JSON published for an event: its fields plus its ``type``."""
     return json.dumps(event.envelope(), separators=(",", ":")).encode()
 
@@ -221,4 +295,15 @@ def parse_event(payload: bytes) -> Event:
     cls = EVENT_TYPES.get(str(raw.pop("type", "")))
     if cls is None:
         raise ValueError("unknown or missing event type")
+    return cls.model_validate(raw)
+
+
+def parse_app_event(payload: bytes) -> AppEvent:
+    """Parse an application event payload (subject ``{ns}.events.app.*``)."""
+    raw = json.loads(payload)
+    if not isinstance(raw, dict):
+        raise ValueError("an event payload must be a JSON object")
+    cls = APP_EVENT_TYPES.get(str(raw.pop("type", "")))
+    if cls is None:
+        raise ValueError("unknown or missing application event type")
     return cls.model_validate(raw)

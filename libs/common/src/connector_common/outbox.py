@@ -19,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from connector_common.db.engine import SessionFactory, unit_of_work
 from connector_common.db.models import OutboxMessage
-from connector_common.events import CheckHealth, Event, RefreshToken, event_payload, utcnow
+from connector_common.events import (
+    AppEvent,
+    CheckHealth,
+    Event,
+    RefreshToken,
+    event_payload,
+    utcnow,
+)
 from connector_common.logs import get_logger
 from connector_common.redaction import redact_text
 from connector_common.telemetry import inject_trace_headers
@@ -27,7 +34,7 @@ from connector_common.telemetry import inject_trace_headers
 log = get_logger(__name__)
 
 
-def enqueue_event(session: AsyncSession, event: Event, namespace: str) -> None:
+def enqueue_event(session: AsyncSession, event: Event | AppEvent, namespace: str) -> None:
     """Add an event to the outbox in the caller's transaction (the event id is the row id)."""
     session.add(
         OutboxMessage(

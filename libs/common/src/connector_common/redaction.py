@@ -87,12 +87,17 @@ def register_secret(value: str | None) -> None:
 
 def register_settings_secrets(settings: CommonSettings) -> None:
     """Register every secret the common settings hold: the eBay client secret, each key of the
-    token key ring (its material, as it would appear alone) and the NATS credentials."""
+    token key ring (its material, as it would appear alone), the NATS credentials and the eBay
+    deletion notifications' verification token."""
     register_secret(settings.ebay.client_secret.get_secret_value())
     if settings.token_keys is not None:
         for entry in settings.token_keys.get_secret_value().split(","):
             register_secret(entry.partition(":")[2].strip())
-    for secret in (settings.nats.password, settings.nats.token):
+    for secret in (
+        settings.nats.password,
+        settings.nats.token,
+        settings.ebay.deletion.verification_token,
+    ):
         if secret is not None:
             register_secret(secret.get_secret_value())
 

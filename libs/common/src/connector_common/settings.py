@@ -28,6 +28,8 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as SourceError
 
+from connector_common.platform_settings import BudgetSettings, DeletionSettings
+
 ENV_PREFIX = "CONNECTOR_"
 FILE_SUFFIX = "_FILE"
 
@@ -196,6 +198,10 @@ class EbaySettings(BaseModel):
     max_retry_seconds: float = Field(default=60.0, gt=0)
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_cooldown_seconds: float = Field(default=60.0, gt=0)
+    # eBay's platform rules (docs/ebay-compliance.md).
+    budget: BudgetSettings = BudgetSettings()
+    deletion: DeletionSettings = DeletionSettings()
+    reconsent_warning_days: int = Field(default=30, ge=1, le=365)
 
     @field_validator("scopes", mode="before")
     @classmethod

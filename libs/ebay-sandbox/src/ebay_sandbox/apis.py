@@ -24,6 +24,7 @@ ANALYTICS_APIS = {
     "trading": ("tradingapi", "TradingAPI", "v1", "TradingAPI"),
     "identity": ("commerce", "Identity", "v1", "commerce.identity.user"),
     "analytics": ("developer", "Analytics", "v1_beta", "developer.analytics.rate_limit"),
+    "notification": ("commerce", "Notification", "v1", "commerce.notification.public_key"),
 }
 
 

@@ -9,6 +9,7 @@ from ebay_sandbox.apis import ApiRoutes
 from ebay_sandbox.calls import EbayRoute
 from ebay_sandbox.control import ControlRoutes
 from ebay_sandbox.faults import FaultBook
+from ebay_sandbox.notifications import NotificationHub, NotificationRoutes
 from ebay_sandbox.oauth import OAuthRoutes
 from ebay_sandbox.state import SandboxConfig, SandboxState
 
@@ -20,6 +21,7 @@ class Sandbox:
         self.config = config
         self.state = SandboxState(config)
         self.faults = FaultBook()
+        self.notifications = NotificationHub()  # Marketplace Account Deletion
 
 
 def create_app(config: SandboxConfig | None = None) -> Starlette:
@@ -79,6 +81,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
             ["GET"],
         ),
         *ControlRoutes(sandbox).routes(),
+        *NotificationRoutes(sandbox, apis).routes(),
     ]
     app = Starlette(routes=routes)
     app.state.sandbox = sandbox

@@ -26,7 +26,13 @@ from ebay_sandbox.state import AccessGrant, CallRecord, Seller
 if TYPE_CHECKING:
     from ebay_sandbox.app import Sandbox
 
-DAILY_LIMITS = {"trading": 5000, "identity": 5000, "analytics": 5000, "oauth": 50_000}
+DAILY_LIMITS = {
+    "trading": 5000,
+    "identity": 5000,
+    "analytics": 5000,
+    "notification": 10_000,
+    "oauth": 50_000,
+}
 
 
 class DroppedConnection(Exception):

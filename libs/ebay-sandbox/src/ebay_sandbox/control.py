@@ -86,6 +86,7 @@ class ControlRoutes:
     async def reset(self, request: Request) -> Response:
         self.state.reset()
         self.sandbox.faults.clear()
+        self.sandbox.notifications.reset()
         return JSONResponse({"reset": True})
 
     async def settings(self, request: Request) -> Response:

@@ -26,7 +26,16 @@ from ebay_sandbox.state import SandboxError
 
 KINDS = frozenset({"latency", "rate_limit", "error", "ebay_error", "timeout", "drop"})
 ROUTES = frozenset(
-    {"*", "authorize", "token", "trading", "identity", "rate_limit", "user_rate_limit"}
+    {
+        "*",
+        "authorize",
+        "token",
+        "trading",
+        "identity",
+        "rate_limit",
+        "user_rate_limit",
+        "public_key",  # Notification API getPublicKey (ebay_sandbox.notifications)
+    }
 )
 
 

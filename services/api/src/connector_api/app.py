@@ -25,12 +25,23 @@ from connector_api.errors import ApiError
 from connector_api.middleware import RequestMiddleware
 from connector_api.oidc import OidcClient
 from connector_api.pages import STATIC_DIR
-from connector_api.routes import accounts, admin, connect, docs, login, ops
+from connector_api.routes import (
+    accounts,
+    admin,
+    budget,
+    connect,
+    docs,
+    login,
+    notifications,
+    ops,
+)
 from connector_api.schemas import ErrorBody, FieldError
+from connector_api.services.deletion import DeletionEndpoint
 from connector_api.sessions import SessionManager
 from connector_api.settings import ApiSettings
 from connector_api.signing import CursorCodec, Signer
 from connector_api.state import AppState, OrgDirectory
+from connector_common.budget.recorder import CallRecorder
 from connector_common.crypto import TokenCipher
 from connector_common.db.engine import create_engine, create_session_factory
 from connector_common.ebay import EbayClient
@@ -80,6 +91,13 @@ def build_state(settings: ApiSettings, telemetry: Telemetry) -> AppState:
             settings.api.jwt,
             redirect_uri=f"{settings.api.public_url}/admin/oidc/callback",
         )
+    calls = CallRecorder(sessions, flush_seconds=settings.ebay.budget.flush_seconds)
+    ebay = EbayClient(
+        settings.ebay,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        on_call=calls.record,
+    )
     return AppState(
         settings=settings,
         engine=engine,
@@ -93,14 +111,12 @@ def build_state(settings: ApiSettings, telemetry: Telemetry) -> AppState:
             secure=settings.api.secure_cookies,
         ),
         cipher=TokenCipher(settings.key_ring()),
-        ebay=EbayClient(
-            settings.ebay,
-            tracer_provider=telemetry.tracer_provider,
-            meter_provider=telemetry.meter_provider,
-        ),
+        ebay=ebay,
         telemetry=telemetry,
         topology=Topology(settings.nats.namespace),
         oidc_signer=Signer(session_secret, "oidc-login"),
+        calls=calls,
+        deletion=DeletionEndpoint(settings, sessions, ebay, settings.nats.namespace),
         oidc=oidc,
     )
 
@@ -142,6 +158,8 @@ def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> 
     app.include_router(accounts.router)
     app.include_router(admin.router)
     app.include_router(login.router)
+    app.include_router(notifications.router)  # public: eBay calls it (signature checked)
+    app.include_router(budget.router)
     app.include_router(docs.router)
     app.mount("/static/vendor", StaticFiles(directory=docs.VENDOR_DIR), name="vendor")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

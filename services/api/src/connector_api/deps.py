@@ -93,7 +93,11 @@ def request_id(request: Request) -> str | None:
 def request_context(request: Request, state: StateDep, principal: PrincipalDep) -> RequestContext:
     """Principal, request id and namespace for the service functions."""
     return RequestContext(
-        principal=principal, namespace=state.namespace, request_id=request_id(request)
+        principal=principal,
+        namespace=state.namespace,
+        request_id=request_id(request),
+        reconsent_window=state.reconsent_window,
+        budget=state.settings.ebay.budget,
     )
 
 

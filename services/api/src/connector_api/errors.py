@@ -76,6 +76,26 @@ class Unavailable(ApiError):
     code = "unavailable"
 
 
+class PreconditionFailed(ApiError):
+    """An eBay notification whose signature is missing, malformed, wrong or by an unknown key
+    (eBay's SDKs answer 412 too); nothing was changed."""
+
+    status_code = 412
+    code = "signature_invalid"
+
+
+class TooLarge(ApiError):
+    status_code = 413
+    code = "too_large"
+
+
+class TooManyRequests(ApiError):
+    """Over a rate or a daily budget; ``Retry-After`` says when to come back."""
+
+    status_code = 429
+    code = "rate_limited"
+
+
 def account_not_found() -> NotFound:
     """The one answer for a missing account and another org's account (no existence leak)."""
     return NotFound("no such eBay account")

@@ -32,6 +32,8 @@ BADGES: dict[str, str] = {
     AccountStatus.RECONNECT_REQUIRED: "bad",
     AccountStatus.NOT_CONNECTED: "muted",
     AccountStatus.DEACTIVATED: "muted",
+    AccountStatus.RECONSENT_DUE: "warn",
+    AccountStatus.DELETED_BY_EBAY: "muted",
 }
 
 

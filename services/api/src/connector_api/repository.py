@@ -32,7 +32,7 @@ from connector_common.db.models import (
     Organisation,
 )
 from connector_common.db.status import status_sql
-from connector_common.status import AccountStatus
+from connector_common.status import RECONSENT_DUE, AccountStatus
 
 # Stand-ins for NULL in keyset pagination (a row comparison with NULL is never true).
 FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
@@ -102,6 +102,7 @@ async def list_accounts(
     after: tuple[Any, uuid.UUID] | None,
     limit: int,
     now: datetime,
+    reconsent_window: timedelta = RECONSENT_DUE,
 ) -> list[tuple[EbayAccount, EbayToken | None]]:
     """One page of the org's accounts (``limit`` rows; ask for one more to see if more exist)."""
     stmt = (
@@ -110,7 +111,8 @@ async def list_accounts(
         .where(EbayAccount.org_id == org_id)
     )
     if filters.statuses:
-        stmt = stmt.where(status_sql(now).in_([s.value for s in filters.statuses]))
+        statuses = [s.value for s in filters.statuses]
+        stmt = stmt.where(status_sql(now, reconsent_window).in_(statuses))
     if filters.purpose is not None:
         stmt = stmt.where(func.lower(EbayAccount.purpose) == filters.purpose.lower())
     if filters.marketplaces:
@@ -295,3 +297,23 @@ async def purge_old_states(session: AsyncSession, now: datetime) -> None:
 async def ping(session: AsyncSession) -> None:
     """A round trip to the database."""
     await session.execute(select(1))
+
+
+async def count_with_status(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    status: AccountStatus,
+    now: datetime,
+    reconsent_window: timedelta = RECONSENT_DUE,
+) -> int:
+    """How many of the org's accounts have ``status`` now."""
+    stmt = (
+        select(func.count())
+        .select_from(EbayAccount)
+        .outerjoin(EbayToken, EbayToken.account_id == EbayAccount.id)
+        .where(
+            EbayAccount.org_id == org_id,
+            status_sql(now, reconsent_window) == status.value,
+        )
+    )
+    return int(await session.scalar(stmt) or 0)

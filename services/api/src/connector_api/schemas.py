@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -133,17 +133,22 @@ class Account(BaseModel):
     id: uuid.UUID
     house_name: str
     purpose: str
-    ebay_user_id: str
-    username: str | None
-    marketplace_id: str
-    site_id: int
-    site_code: str
+    # The eBay details are null only on an account deleted by eBay (status deleted_by_ebay).
+    ebay_user_id: str | None
+    username: str | None = Field(description="The seller's current eBay username.")
+    marketplace_id: str | None
+    site_id: int | None
+    site_code: str | None
     is_active: bool
     status: AccountStatus
     connected_at: datetime
     created_at: datetime
     updated_at: datetime
     deactivated_at: datetime | None
+    deleted_by_ebay_at: datetime | None = Field(
+        default=None,
+        description="When eBay told us the seller deleted their eBay account (a tombstone).",
+    )
     next_health_check_at: datetime | None
     token: TokenInfo | None
     last_health: LastHealth | None
@@ -274,3 +279,53 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
         503: "A dependency (database, NATS, eBay) is not reachable.",
     }
     return {code: {"model": ErrorBody, "description": descriptions[code]} for code in codes}
+
+
+class ChallengeAnswer(BaseModel):
+    """eBay's endpoint challenge answer."""
+
+    challengeResponse: str
+
+
+class ReportedLimit(BaseModel):
+    """What eBay's Developer Analytics said (its own window: midnight US Pacific)."""
+
+    daily_limit: int
+    count: int | None
+    remaining: int | None
+    reset: datetime | None
+    fetched_at: datetime
+
+
+class BudgetBucket(BaseModel):
+    """One eBay API (or OAuth grant) today."""
+
+    bucket: str = Field(description="e.g. trading, oauth.refresh_token")
+    limit: int
+    limit_source: Literal["ebay", "settings"]
+    used: int
+    remaining: int
+    user_reserve: int = Field(description="Kept for what people ask for; never scheduled.")
+    ebay_reported: ReportedLimit | None
+
+
+class WorkBudget(BaseModel):
+    """Whether a kind of scheduled work is held back by the budget."""
+
+    state: Literal["open", "paced", "deferred"]
+    reason: str | None
+    deferred_until: datetime | None
+    allowed_by_now: int | None = Field(
+        default=None, description="Health checks: calls the pace allows so far today."
+    )
+
+
+class EbayBudget(BaseModel):
+    """eBay's daily call budget of this installation's eBay app (shared by every org)."""
+
+    day: date
+    resets_at: datetime
+    enabled: bool
+    buckets: list[BudgetBucket]
+    health_checks: WorkBudget
+    refreshes: WorkBudget

@@ -7,7 +7,9 @@ Keys come from a JWKS URL (production: the company's identity provider) or, only
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Self
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -20,6 +22,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 DEV_ALGORITHM = "HS256"
 DEV_ISSUER = "connector-dev"
 DEV_AUDIENCE = "connector-api"
+DELETION_PATH = "/ebay/notifications/account-deletion"
 
 
 class JwtSettings(BaseModel):
@@ -164,9 +167,53 @@ class ApiSettings(CommonSettings):
             problems.append("CONNECTOR_API__SESSION_SECRET is missing or a placeholder")
         elif len(secret.get_secret_value()) < 32:
             problems.append("CONNECTOR_API__SESSION_SECRET must be at least 32 characters")
+        problems.extend(self._deletion_problems())
         oidc = self.api.oidc
         if oidc.enabled and (
             oidc.client_secret is None or is_placeholder(oidc.client_secret.get_secret_value())
         ):
             problems.append("CONNECTOR_API__OIDC__CLIENT_SECRET is missing or a placeholder")
         return problems
+
+    @property
+    def deletion_endpoint_url(self) -> str:
+        """The account-deletion endpoint as registered with eBay (the challenge hashes it byte
+        for byte): CONNECTOR_EBAY__DELETION__ENDPOINT_URL, else the public URL + the path."""
+        configured = self.ebay.deletion.endpoint_url
+        return configured if configured else f"{self.api.public_url}{DELETION_PATH}"
+
+    def _deletion_problems(self) -> list[str]:
+        """eBay's rules for the account-deletion endpoint (outside development)."""
+        problems = []
+        deletion = self.ebay.deletion
+        if deletion.verification_token is None and self.ebay.environment == "production":
+            # eBay refuses production keys to an app that stores eBay data without it.
+            problems.append(
+                "CONNECTOR_EBAY__DELETION__VERIFICATION_TOKEN is missing (eBay production "
+                "requires the account-deletion endpoint)"
+            )
+        if deletion.verification_token is not None or deletion.endpoint_url is not None:
+            problems.extend(
+                f"CONNECTOR_EBAY__DELETION__ENDPOINT_URL {problem}"
+                for problem in endpoint_problems(self.deletion_endpoint_url)
+            )
+        return problems
+
+
+def endpoint_problems(url: str) -> list[str]:
+    """Why eBay would refuse this notification endpoint: not https, or a local address."""
+    parts = urlsplit(url)
+    problems = []
+    if parts.scheme != "https":
+        problems.append("must be an https:// URL")
+    host = (parts.hostname or "").lower()
+    local = host in ("", "localhost") or host.endswith(".localhost")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        local = local or not address.is_global
+    if local:
+        problems.append("must not name localhost or an internal IP address")
+    return problems

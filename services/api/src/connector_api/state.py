@@ -7,6 +7,7 @@ import contextlib
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import structlog
 from nats.aio.client import Client as NatsClient
@@ -15,9 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from connector_api import repository as repo
 from connector_api.auth import TokenVerifier
 from connector_api.oidc import OidcClient
+from connector_api.services.deletion import DeletionEndpoint
 from connector_api.sessions import SessionManager
 from connector_api.settings import ApiSettings
 from connector_api.signing import CursorCodec, Signer
+from connector_common.budget.recorder import CallRecorder
 from connector_common.crypto import TokenCipher
 from connector_common.db.engine import SessionFactory, unit_of_work
 from connector_common.ebay import EbayClient
@@ -68,6 +71,8 @@ class AppState:
     telemetry: Telemetry
     topology: Topology
     oidc_signer: Signer
+    calls: CallRecorder  # counts this process's eBay calls for the daily budget
+    deletion: DeletionEndpoint  # eBay Marketplace Account Deletion notifications
     oidc: OidcClient | None = None
     nats: NatsClient | None = None
     relay: OutboxRelay | None = None
@@ -78,6 +83,11 @@ class AppState:
     def namespace(self) -> str:
         return self.settings.nats.namespace
 
+    @property
+    def reconsent_window(self) -> timedelta:
+        """How long before its refresh token ends an account is ``reconsent_due``."""
+        return timedelta(days=self.settings.ebay.reconsent_warning_days)
+
     def wake_relay(self) -> None:
         """Publish what the last commit enqueued without waiting for the next poll."""
         if self.relay is not None:
@@ -86,6 +96,7 @@ class AppState:
     def start_messaging(self) -> None:
         """Connect to NATS in the background; until then events wait safely in the outbox."""
         self.tasks.append(asyncio.create_task(self._messaging(), name="nats-and-outbox-relay"))
+        self.tasks.append(asyncio.create_task(self.calls.run(self.stop), name="ebay-call-counts"))
 
     async def _messaging(self) -> None:
         delay = 0.5
@@ -138,6 +149,7 @@ class AppState:
                 task.cancel()
             except Exception as exc:
                 log.warning("background task failed", error=redact_text(str(exc))[:200])
+        await self.calls.close()  # the last calls of this process are counted
         if self.nats is not None:
             with contextlib.suppress(Exception):
                 await self.nats.drain()

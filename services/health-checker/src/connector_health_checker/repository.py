@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from connector_common.db.models import EbayAccount, EbayToken, HealthCheck
+from connector_common.db.models import EbayAccount, EbayToken, HealthCheck, UsernameChange
 
 Outcome = Literal["healthy", "unhealthy"]
 
@@ -69,7 +69,11 @@ async def load_target(session: AsyncSession, account_id: uuid.UUID) -> Target | 
                 EbayAccount.is_active,
                 EbayAccount.site_id,
                 EbayToken.account_id.is_not(None),
-                EbayToken.reconnect_required_at.is_not(None),
+                # A refresh token that has ended needs a new consent: no point asking eBay.
+                or_(
+                    EbayToken.reconnect_required_at.is_not(None),
+                    EbayToken.refresh_expires_at <= func.now(),
+                ),
             )
             .outerjoin(EbayToken, EbayToken.account_id == EbayAccount.id)
             .where(EbayAccount.id == account_id)
@@ -77,7 +81,8 @@ async def load_target(session: AsyncSession, account_id: uuid.UUID) -> Target | 
     ).one_or_none()
     if row is None:
         return None
-    return Target(row[0], row[1], row[2], row[3], row[4], bool(row[5]), bool(row[6]))
+    site_id = row[4] if row[4] is not None else 0  # NULL only on a tombstone (never checked)
+    return Target(row[0], row[1], row[2], row[3], site_id, bool(row[5]), bool(row[6]))
 
 
 async def record_verdict(
@@ -96,7 +101,9 @@ async def record_verdict(
     account = await session.scalar(
         select(EbayAccount).where(EbayAccount.id == account_id).with_for_update()
     )
-    if account is None:
+    if account is None or account.deleted_by_ebay_at is not None:
+        # Gone, or purged because the seller deleted their eBay account while we checked:
+        # nothing of what eBay just said may be written back.
         return None
     previous: Outcome | None = None
     if account.last_health_outcome == "healthy":
@@ -131,6 +138,17 @@ async def record_verdict(
         if new is not None and new != old:
             changes[name] = (old, new)
             setattr(account, name, new)
+    if "username" in changes and changes["username"][0] is not None:
+        old_name, new_name = changes["username"]
+        session.add(
+            UsernameChange(
+                account_id=account_id,
+                old_username=str(old_name),
+                new_username=str(new_name),
+                changed_at=verdict.checked_at,
+                source="health_check",
+            )
+        )
     await session.flush()
     return Recorded(
         org_id=account.org_id,

@@ -29,7 +29,13 @@ from connector_common.ebay import (
     TransientError,
     call_with_token_refresh,
 )
-from connector_common.events import CheckHealth, HealthChanged, HealthChecked, utcnow
+from connector_common.events import (
+    AccountUsernameChanged,
+    CheckHealth,
+    HealthChanged,
+    HealthChecked,
+    utcnow,
+)
 from connector_common.logs import get_logger
 from connector_common.outbox import enqueue_event
 from connector_common.redaction import redact_text
@@ -209,6 +215,22 @@ class HealthChecker:
                         previous_outcome=recorded.previous_outcome,
                         outcome=verdict.outcome,
                         reason=verdict.reason,
+                    ),
+                    self.namespace,
+                )
+            renamed = recorded.identity_changes.get("username")
+            if renamed is not None and renamed[0] is not None:
+                # Usernames change on eBay, user ids do not: once per change (the row is
+                # locked, so two checks cannot both see the old name).
+                enqueue_event(
+                    session,
+                    AccountUsernameChanged(
+                        org_id=recorded.org_id,
+                        account_id=target.account_id,
+                        house_name=recorded.house_name,
+                        old_username=str(renamed[0]),
+                        new_username=str(renamed[1]),
+                        source="health_check",
                     ),
                     self.namespace,
                 )

@@ -6,15 +6,20 @@ import argparse
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from datetime import timedelta
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from connector_common.budget.analytics import LimitsReader
+from connector_common.budget.usage import current_usage
 from connector_common.ebay import EbayClient
 from connector_common.logs import get_logger
 from connector_common.observability.collector import PipelineCollector
 from connector_common.redaction import redact_text
 from connector_common.settings import load_settings
 from connector_common.worker.runtime import WorkerContext, run_worker
+from connector_scheduler.budget import BudgetPacer
+from connector_scheduler.reconsent import ReconsentSweep
 from connector_scheduler.service import Scheduler, SchedulerInstruments
 from connector_scheduler.settings import SchedulerSettings
 
@@ -31,6 +36,14 @@ class SchedulerLoop:
         assert isinstance(settings, SchedulerSettings)
         self._context = context
         self._interval = settings.pipeline.scheduler_tick_seconds
+        # For Developer Analytics getRateLimits: eBay's real daily limits and quotas.
+        self._ebay = EbayClient(
+            settings.ebay,
+            tracer_provider=context.telemetry.tracer_provider,
+            meter_provider=context.telemetry.meter_provider,
+            on_call=context.calls.record if context.calls is not None else None,
+        )
+        budget = settings.ebay.budget
         self._scheduler = Scheduler(
             sessions=context.sessions,
             js=context.js,
@@ -39,6 +52,21 @@ class SchedulerLoop:
             settings=settings.pipeline,
             tracer=context.telemetry.tracer(SERVICE),
             instruments=SchedulerInstruments.create(context.telemetry.meter(SERVICE)),
+            pacer=BudgetPacer(
+                sessions=context.sessions,
+                settings=budget,
+                namespace=context.topology.namespace,
+                tick_seconds=self._interval,
+                requeue_seconds=settings.pipeline.requeue_seconds,
+                refresh_lead_seconds=settings.pipeline.refresh_lead_seconds,
+                limits=LimitsReader(self._ebay, context.sessions, budget.limits_refresh_seconds),
+                meter=context.telemetry.meter(SERVICE),
+            ),
+            sweep=ReconsentSweep(
+                sessions=context.sessions,
+                namespace=context.topology.namespace,
+                window=timedelta(days=settings.ebay.reconsent_warning_days),
+            ),
         )
         self._task: asyncio.Task[None] | None = None
         self._halt = asyncio.Event()
@@ -50,11 +78,6 @@ class SchedulerLoop:
             unit="1",
             description="1 while this scheduler replica holds the leader lease, else 0",
         )
-        self._ebay = EbayClient(
-            settings.ebay,
-            tracer_provider=context.telemetry.tracer_provider,
-            meter_provider=context.telemetry.meter_provider,
-        )
         polls = settings.metrics.rate_limit_poll_seconds
         self.collector = PipelineCollector(
             context.sessions,
@@ -63,6 +86,7 @@ class SchedulerLoop:
             meter,
             interval=settings.metrics.interval_seconds,
             active=lambda: self.leading,
+            budget=lambda: current_usage(context.sessions, budget),
             extra=[(polls, self._ebay.app_rate_limits)] if polls else [],
         )
         self._collector_task: asyncio.Task[None] | None = None
@@ -87,7 +111,10 @@ class SchedulerLoop:
         with contextlib.suppress(Exception):
             await self._scheduler.resign()
         self.leading = False
-        await self._ebay.aclose()
+        if self._scheduler.pacer is not None:
+            await self._scheduler.pacer.aclose()
+        with contextlib.suppress(Exception):
+            await self._ebay.aclose()
 
     async def _run(self) -> None:
         while not self._halt.is_set():

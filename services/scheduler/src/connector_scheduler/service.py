@@ -27,6 +27,8 @@ from connector_common.redaction import redact_text
 from connector_common.telemetry import inject_trace_headers, traced_span
 from connector_common.worker.settings import PipelineSettings
 from connector_scheduler import repository
+from connector_scheduler.budget import BudgetPacer, Caps
+from connector_scheduler.reconsent import ReconsentSweep
 
 log = get_logger(__name__)
 
@@ -88,6 +90,10 @@ class Scheduler:
     tracer: trace.Tracer
     instruments: SchedulerInstruments
     publish_timeout: float = 5.0
+    # eBay's platform rules (docs/ebay-compliance.md): the daily call budget, and refresh
+    # tokens near or past their end. Both optional, so the tick works without them.
+    pacer: BudgetPacer | None = None
+    sweep: ReconsentSweep | None = None
 
     async def tick(self) -> TickReport:
         """Publish the work that is due now (only while this replica holds the lease)."""
@@ -102,7 +108,14 @@ class Scheduler:
             span.set_attribute("connector.scheduler.leader", report.leader)
             if report.leader:
                 await self._measure(report)
-                await self._publish_due(report)
+                if self.sweep is not None:
+                    await self.sweep.run()  # before claims: an ended token is never refreshed
+                caps = await self.pacer.plan() if self.pacer is not None else None
+                await self._publish_due(report, caps)
+                if self.pacer is not None and caps is not None:
+                    await self.pacer.settle(
+                        caps, report.by_kind.get("refresh", 0), report.by_kind.get("health", 0)
+                    )
                 # Due rows this tick did not publish: a worker has them, or they back off.
                 report.skipped = max(0, report.due_refresh + report.due_health - report.published)
                 span.set_attribute("connector.scheduler.published", report.published)
@@ -114,15 +127,17 @@ class Scheduler:
         async with unit_of_work(self.sessions) as session:
             await repository.release_leadership(session, self.holder)
 
-    async def _publish_due(self, report: TickReport) -> None:
+    async def _publish_due(self, report: TickReport, caps: Caps | None = None) -> None:
         settings = self.settings
         lead = timedelta(seconds=settings.refresh_lead_seconds)
         requeue = timedelta(seconds=settings.requeue_seconds)
         budget = settings.scheduler_max_per_tick
-        while budget > 0:  # refresh first: an expired token is worse than a late check
+        # What eBay's daily budget lets start now (docs/ebay-compliance.md).
+        refresh_left = _within(budget, caps.refresh_cap if caps else None)
+        while refresh_left > 0:  # refresh first: an expired token is worse than a late check
             async with unit_of_work(self.sessions) as session:
                 rows = await repository.claim_due_refresh(
-                    session, lead, requeue, min(settings.scheduler_batch_size, budget)
+                    session, lead, requeue, min(settings.scheduler_batch_size, refresh_left)
                 )
                 commands: list[Command] = [
                     RefreshToken(
@@ -133,22 +148,24 @@ class Scheduler:
                 done = await self._publish(commands, report, "refresh")
                 await repository.mark_refresh_requested(session, done)
             budget -= len(rows)
+            refresh_left -= len(rows)
             # A refused publish leaves its rows due: the next batch would claim the same rows
             # again, so a NATS outage would spin through the whole budget. Next tick instead.
             if len(rows) < settings.scheduler_batch_size or len(done) < len(rows):
                 break
         slot = int(utcnow().timestamp() // settings.health_interval_seconds)
-        while budget > 0:
+        health_left = _within(budget, caps.health_cap if caps else None)
+        while health_left > 0:
             async with unit_of_work(self.sessions) as session:
                 due = await repository.claim_due_health(
-                    session, requeue, min(settings.scheduler_batch_size, budget)
+                    session, requeue, min(settings.scheduler_batch_size, health_left)
                 )
                 commands = [
                     CheckHealth(account_id=r.account_id, org_id=r.org_id, slot=slot) for r in due
                 ]
                 done = await self._publish(commands, report, "health")
                 await repository.mark_health_requested(session, done)
-            budget -= len(due)
+            health_left -= len(due)
             if len(due) < settings.scheduler_batch_size or len(done) < len(due):
                 break
 
@@ -210,6 +227,10 @@ class Scheduler:
         ):
             self.instruments.lag.set(lag, {"kind": kind})
             self.instruments.due.set(backlog.due, {"kind": kind})
+
+
+def _within(budget: int, cap: int | None) -> int:
+    return budget if cap is None else min(budget, cap)
 
 
 def _lag(oldest_due_at: datetime | None, now: datetime) -> float:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Identity,
@@ -88,6 +89,16 @@ class EbayAccount(Base):
             " OR (NOT is_active AND deactivated_at IS NOT NULL)",
             name="deactivated_at_matches_is_active",
         ),
+        # A tombstone (the seller deleted their eBay account) holds no eBay personal data; every
+        # other account knows its eBay user and site.
+        CheckConstraint(
+            "(deleted_by_ebay_at IS NULL AND ebay_user_id IS NOT NULL"
+            " AND marketplace_id IS NOT NULL AND site_id IS NOT NULL AND site_code IS NOT NULL)"
+            " OR (deleted_by_ebay_at IS NOT NULL AND NOT is_active AND ebay_user_id IS NULL"
+            " AND eias_token IS NULL AND username IS NULL AND marketplace_id IS NULL"
+            " AND site_id IS NULL AND site_code IS NULL)",
+            name="tombstone_has_no_personal_data",
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
@@ -96,12 +107,13 @@ class EbayAccount(Base):
     )
     house_name: Mapped[str] = mapped_column(String(100))
     purpose: Mapped[str] = mapped_column(String(500), server_default="")
-    ebay_user_id: Mapped[str] = mapped_column(String(200))  # immutable eBay user id
+    # NULL only on a tombstone (deleted_by_ebay_at set): see the check constraint.
+    ebay_user_id: Mapped[str | None] = mapped_column(String(200))  # immutable eBay user id
     eias_token: Mapped[str | None] = mapped_column(String(500))
     username: Mapped[str | None] = mapped_column(String(200))  # can change on eBay
-    marketplace_id: Mapped[str] = mapped_column(String(40))
-    site_id: Mapped[int] = mapped_column(Integer)
-    site_code: Mapped[str] = mapped_column(String(40))
+    marketplace_id: Mapped[str | None] = mapped_column(String(40))
+    site_id: Mapped[int | None] = mapped_column(Integer)
+    site_code: Mapped[str | None] = mapped_column(String(40))
     is_active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     connected_at: Mapped[datetime] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
@@ -117,6 +129,8 @@ class EbayAccount(Base):
     last_health_outcome: Mapped[str | None] = mapped_column(String(20))
     last_health_latency_ms: Mapped[int | None] = mapped_column(Integer)
     last_health_error: Mapped[str | None] = mapped_column(String(500))
+    # Set when eBay told us the seller deleted their account: the row is then a tombstone.
+    deleted_by_ebay_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
     token: Mapped[EbayToken | None] = relationship(
         back_populates="account", uselist=False, lazy="raise", passive_deletes=True
@@ -135,6 +149,21 @@ class EbayToken(Base):
             postgresql_where=text("refresh_enabled"),
         ),
         CheckConstraint("consecutive_failures >= 0", name="failures_non_negative"),
+        # The scheduler's re-consent sweep: tokens not yet announced for this refresh token.
+        Index(
+            "ix_ebay_tokens_refresh_expires_at_reconsent_pending",
+            "refresh_expires_at",
+            postgresql_where=text(
+                "reconnect_required_at IS NULL"
+                " AND reconsent_notified_for IS DISTINCT FROM refresh_expires_at"
+            ),
+        ),
+        # The scheduler's sweep of refresh tokens that ran out (reconnect required, no eBay call).
+        Index(
+            "ix_ebay_tokens_refresh_expires_at_usable",
+            "refresh_expires_at",
+            postgresql_where=text("reconnect_required_at IS NULL"),
+        ),
     )
 
     account_id: Mapped[uuid.UUID] = mapped_column(
@@ -160,6 +189,9 @@ class EbayToken(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_until: Mapped[datetime | None] = mapped_column(Timestamp)
     lease_epoch: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # The refresh_expires_at an account.reconsent_due event was published for: one event per
+    # refresh token, however many ticks see it inside the warning window.
+    reconsent_notified_for: Mapped[datetime | None] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(
         Timestamp, server_default=func.now(), onupdate=func.now()
     )
@@ -279,3 +311,78 @@ class Lease(Base):
     holder: Mapped[str] = mapped_column(String(200))
     lease_until: Mapped[datetime] = mapped_column(Timestamp)
     epoch: Mapped[int] = mapped_column(BigInteger, server_default=text("1"))
+
+
+class UsernameChange(Base):
+    """A seller's eBay username changed (the user id never does): old -> new, and when."""
+
+    __tablename__ = "ebay_username_history"
+    __table_args__ = (
+        Index("ix_ebay_username_history_account_id_changed_at", "account_id", "changed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("ebay_accounts.id", ondelete="CASCADE")
+    )
+    old_username: Mapped[str | None] = mapped_column(String(200))
+    new_username: Mapped[str] = mapped_column(String(200))
+    changed_at: Mapped[datetime] = mapped_column(Timestamp)
+    source: Mapped[str] = mapped_column(String(40))  # "health_check" | "reconnect"
+
+
+class DeletionNotification(Base):
+    """A Marketplace Account Deletion notification we processed (idempotency by its id).
+
+    Holds no personal data: not the user id, not the username; only what it did.
+    """
+
+    __tablename__ = "ebay_deletion_notifications"
+
+    notification_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    event_date: Mapped[datetime | None] = mapped_column(Timestamp)
+    received_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    accounts_purged: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+
+class CallCount(Base):
+    """eBay calls made per API (or OAuth grant) and UTC day, by every replica together.
+
+    One row per (day, bucket): replicas add their buffered counts with an upsert every second,
+    so the cost is one statement per process per second, not a row per call.
+    """
+
+    __tablename__ = "ebay_call_counts"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(40), primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class ReportedRateLimit(Base):
+    """A daily limit as eBay's Developer Analytics ``getRateLimits`` reported it."""
+
+    __tablename__ = "ebay_rate_limits"
+
+    bucket: Mapped[str] = mapped_column(String(40), primary_key=True)
+    daily_limit: Mapped[int] = mapped_column(BigInteger)
+    ebay_count: Mapped[int | None] = mapped_column(BigInteger)
+    ebay_remaining: Mapped[int | None] = mapped_column(BigInteger)
+    ebay_reset: Mapped[datetime | None] = mapped_column(Timestamp)
+    fetched_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class BudgetDeferral(Base):
+    """Work deferred to the next UTC day because a daily budget ran out: one row (one event,
+    one log line) per day and kind of work, however many replicas and ticks see it."""
+
+    __tablename__ = "ebay_budget_deferrals"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    work: Mapped[str] = mapped_column(String(40), primary_key=True)  # "health" | "refresh"
+    bucket: Mapped[str] = mapped_column(String(40))
+    daily_limit: Mapped[int] = mapped_column(BigInteger)
+    used: Mapped[int] = mapped_column(BigInteger)
+    deferred_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    deferred_until: Mapped[datetime] = mapped_column(Timestamp)

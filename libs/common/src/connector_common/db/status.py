@@ -7,22 +7,30 @@ status filter and the collector's counts).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, case, literal
+from sqlalchemy import ColumnElement, and_, case, literal, or_
 
 from connector_common.db.models import EbayAccount, EbayToken
-from connector_common.status import EXPIRING_SOON, AccountStatus
+from connector_common.status import EXPIRING_SOON, RECONSENT_DUE, AccountStatus
 
 
-def status_sql(now: datetime) -> ColumnElement[str]:
+def status_sql(now: datetime, reconsent_window: timedelta = RECONSENT_DUE) -> ColumnElement[str]:
     """The status of an ``ebay_accounts`` row outer-joined with its ``ebay_tokens`` row."""
     expires = EbayToken.access_expires_at
+    refresh_ends = EbayToken.refresh_expires_at
     return case(
+        (
+            EbayAccount.deleted_by_ebay_at.is_not(None),
+            literal(AccountStatus.DELETED_BY_EBAY.value),
+        ),
         (EbayAccount.is_active.is_(False), literal(AccountStatus.DEACTIVATED.value)),
         (EbayToken.account_id.is_(None), literal(AccountStatus.NOT_CONNECTED.value)),
         (
-            EbayToken.reconnect_required_at.is_not(None),
+            or_(
+                EbayToken.reconnect_required_at.is_not(None),
+                and_(refresh_ends.is_not(None), refresh_ends <= now),
+            ),
             literal(AccountStatus.RECONNECT_REQUIRED.value),
         ),
         (
@@ -31,6 +39,10 @@ def status_sql(now: datetime) -> ColumnElement[str]:
         ),
         (and_(expires.is_not(None), expires <= now), literal(AccountStatus.EXPIRED.value)),
         (EbayAccount.last_health_outcome == "unhealthy", literal(AccountStatus.UNHEALTHY.value)),
+        (
+            and_(refresh_ends.is_not(None), refresh_ends < now + reconsent_window),
+            literal(AccountStatus.RECONSENT_DUE.value),
+        ),
         (expires.is_(None), literal(AccountStatus.UNKNOWN.value)),
         (expires < now + EXPIRING_SOON, literal(AccountStatus.EXPIRING_SOON.value)),
         else_=literal(AccountStatus.HEALTHY.value),

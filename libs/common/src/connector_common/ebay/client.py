@@ -28,11 +28,17 @@ from connector_common.ebay.models import (
     AppToken,
     CallMeta,
     IdentityUser,
+    NotificationPublicKey,
     RateLimits,
     TradingUser,
     UserToken,
 )
-from connector_common.ebay.parsers import parse_identity, parse_rate_limits, parse_trading_user
+from connector_common.ebay.parsers import (
+    parse_identity,
+    parse_public_key,
+    parse_rate_limits,
+    parse_trading_user,
+)
 from connector_common.ebay.refresh_retry import call_with_token_refresh
 from connector_common.ebay.sites import site_by_id
 from connector_common.ebay.transport import EbayTransport, retry_unsent
@@ -82,6 +88,7 @@ class EbayClient:
         meter_provider: MeterProvider | None = None,
         backoff_seconds: float = 0.5,
         max_backoff_seconds: float = 8.0,
+        on_call: Callable[[str, str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.endpoints: Endpoints = endpoints_for(settings)
@@ -98,6 +105,7 @@ class EbayClient:
             breaker,
             backoff_seconds=backoff_seconds,
             max_backoff_seconds=max_backoff_seconds,
+            on_call=on_call,  # counts every call for the daily budget
         )
         secret = settings.client_secret.get_secret_value()
         register_secret(secret)
@@ -346,3 +354,21 @@ class EbayClient:
         )
         self.instruments.record_rate_limits(result)
         return result
+
+    async def notification_public_key(self, kid: str) -> NotificationPublicKey:
+        """Notification API ``getPublicKey``: the key eBay signs notifications with (app token).
+
+        An unknown ``kid`` raises :class:`PermanentError` (eBay: 404, errorId 195001).
+        """
+        token = (await self.application_token()).access_token.get_secret_value()
+        url = f"{self.endpoints.notification_public_key}{quote(kid, safe='')}"
+
+        async def call(access_token: str) -> NotificationPublicKey:
+            headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
+            spec = CallSpec("notification", "getPublicKey", "GET", url)
+            result: NotificationPublicKey = await self._transport.call(
+                spec, parse_public_key, headers=headers
+            )
+            return result
+
+        return await call_with_token_refresh(call, token, self._renewed_app_token)

@@ -27,6 +27,7 @@ class Endpoints:
     identity_user: str
     app_rate_limit: str
     user_rate_limit: str
+    notification_public_key: str  # + {kid}
 
     @classmethod
     def from_hosts(cls, auth: str, api: str, apiz: str) -> Endpoints:
@@ -39,6 +40,7 @@ class Endpoints:
             identity_user=f"{apiz}/commerce/identity/v1/user/",
             app_rate_limit=f"{api}/developer/analytics/v1_beta/rate_limit/",
             user_rate_limit=f"{api}/developer/analytics/v1_beta/user_rate_limit/",
+            notification_public_key=f"{api}/commerce/notification/v1/public_key/",
         )
 
 

@@ -126,3 +126,13 @@ class RateLimits:
             if rate.remaining is not None
         ]
         return min(values) if values else None
+
+
+@dataclass(frozen=True)
+class NotificationPublicKey:
+    """Notification API ``getPublicKey``: a PEM (as eBay sends it) and how it signs."""
+
+    pem: str  # one line, as eBay sends it; see connector_common.ebay.parsers.pem_lines
+    algorithm: str  # "ECDSA"
+    digest: str  # "SHA1"
+    meta: CallMeta

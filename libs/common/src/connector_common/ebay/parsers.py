@@ -10,6 +10,7 @@ from connector_common.ebay.errors import TransientError
 from connector_common.ebay.models import (
     CallMeta,
     IdentityUser,
+    NotificationPublicKey,
     Rate,
     RateLimitApi,
     RateLimitResource,
@@ -123,3 +124,36 @@ def parse_rate_limits(response: httpx.Response, meta: CallMeta) -> RateLimits:
             )
         )
     return RateLimits(tuple(apis), meta)
+
+
+PEM_BEGIN = "-----BEGIN PUBLIC KEY-----"
+PEM_END = "-----END PUBLIC KEY-----"
+
+
+def parse_public_key(response: httpx.Response, meta: CallMeta) -> NotificationPublicKey:
+    """Notification API ``getPublicKey``: ``{"key": "-----BEGIN PUBLIC KEY-----MFkw...",
+    "algorithm": "ECDSA", "digest": "SHA1"}``; an unknown kid is 404 (errorId 195001)."""
+    if response.status_code != 200:
+        raise rest_error(response, meta, "eBay Notification getPublicKey")
+    body = json_body(response, meta, "eBay Notification getPublicKey")
+    key = body.get("key")
+    if not isinstance(key, str) or PEM_BEGIN not in key or PEM_END not in key:
+        raise TransientError(
+            "eBay Notification getPublicKey: the answer holds no PEM key",
+            meta=meta,
+            error_code="bad_json",
+        )
+    return NotificationPublicKey(
+        pem=key,
+        algorithm=str(body.get("algorithm", "")),
+        digest=str(body.get("digest", "")),
+        meta=meta,
+    )
+
+
+def pem_lines(key: str) -> str:
+    """eBay's one-line PEM with the line breaks a PEM parser needs."""
+    body = key.replace(PEM_BEGIN, "").replace(PEM_END, "").strip()
+    body = "".join(body.split())
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return "\n".join([PEM_BEGIN, *lines, PEM_END]) + "\n"

@@ -99,8 +99,12 @@ class EbayTransport:
         *,
         backoff_seconds: float = 0.5,
         max_backoff_seconds: float = 8.0,
+        on_call: Callable[[str, str], None] | None = None,
     ) -> None:
         self.settings = settings
+        # Told (api, operation) of every HTTP request that reached eBay or may have: the one
+        # place the daily call budget is counted (connector_common.budget.recorder).
+        self.on_call = on_call
         self.http = http
         self.instruments = instruments
         self.breaker = breaker
@@ -209,8 +213,11 @@ class EbayTransport:
                 latency = (time.perf_counter() - started) * 1000
                 meta = CallMeta(spec.api, spec.operation, None, latency, attempt=attempt)
                 error = _transport_error(exc, meta)
+                if error.error_code not in NOT_SENT:
+                    self._count(spec)  # sent: eBay may have counted it
                 self.instruments.finish(span, spec, meta, error)
                 raise error from None
+            self._count(spec)
             meta = self._meta(spec, response, (time.perf_counter() - started) * 1000, attempt)
             try:
                 result = parse(response, meta)
@@ -219,6 +226,10 @@ class EbayTransport:
                 raise
             self.instruments.finish(span, spec, meta, None)
             return result
+
+    def _count(self, spec: CallSpec) -> None:
+        if self.on_call is not None:
+            self.on_call(spec.api, spec.operation)
 
     @staticmethod
     def _meta(spec: CallSpec, response: httpx.Response, latency: float, attempt: int) -> CallMeta:

@@ -77,12 +77,9 @@ class BudgetUsage:
 
 
 # ---------------------------------------------------------------------------------------------
-# HOOK for the daily eBay call budget (issue 8, developed in another branch). When the budget
-# exists, give the collector a BudgetSource that returns one BudgetUsage per budget; the gauges
-# connector.ebay.budget.used / .limit then appear (until then they are absent, not zero), and
-# the dashboard panel and the "budget nearly used" alert in deploy/observability/ light up.
-# tests/observability/test_metrics_contract.py lists these two metrics as pending: remove them
-# from PENDING_METRICS there when the source is wired.
+# The daily eBay call budget: the scheduler passes connector_common.budget.usage.current_usage,
+# which gives one BudgetUsage per budget; the gauges connector.ebay.budget.used / .limit feed
+# the dashboard panel and the "budget nearly used" alert in deploy/observability/.
 # ---------------------------------------------------------------------------------------------
 BudgetSource = Callable[[], Awaitable[Sequence[BudgetUsage]]]
 
@@ -224,7 +221,8 @@ class PipelineCollector:
             .outerjoin(EbayToken, EbayToken.account_id == EbayAccount.id)
             .group_by(status, EbayAccount.marketplace_id)
         )
-        counts = {(str(s), str(m)): int(n) for s, m, n in rows}
+        # A tombstone (deleted by eBay) keeps no marketplace.
+        counts = {(str(s), str(m) if m is not None else "unknown"): int(n) for s, m, n in rows}
         # Every status of every marketplace in use, zeros included: a rate over a series that
         # appears only when it is non-zero misses the first accounts that reach it.
         for marketplace in {m for _s, m in counts}:

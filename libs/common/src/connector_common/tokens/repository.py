@@ -34,6 +34,7 @@ class Claim:
     reconnect_required_at: datetime | None
     consecutive_failures: int
     now: datetime
+    refresh_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ async def claim_lease(
                    AND (t.lease_until IS NULL OR t.lease_until < now())
              RETURNING t.account_id, a.org_id, a.house_name, a.is_active, t.lease_epoch,
                        t.version, t.refresh_token_ct, t.access_expires_at, t.scopes,
-                       t.refresh_enabled, t.reconnect_required_at, t.consecutive_failures, now()
+                       t.refresh_enabled, t.reconnect_required_at, t.consecutive_failures, now(),
+                       t.refresh_expires_at
                 """
             ),
             {"id": account_id, "owner": owner, "lease": lease},

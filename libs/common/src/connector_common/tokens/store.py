@@ -168,6 +168,9 @@ class TokenStore:
             )
         if claim.refresh_token_ct is None:
             return await self._reconnect_required(claim, "no refresh token is stored")
+        if claim.refresh_expires_at is not None and claim.refresh_expires_at <= claim.now:
+            # Nothing but a new consent renews it: eBay is not even asked.
+            return await self._reconnect_required(claim, "the refresh token has expired")
         try:
             refresh_token = self._cipher.decrypt(
                 claim.refresh_token_ct, claim.account_id, "refresh_token"

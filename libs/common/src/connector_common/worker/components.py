@@ -47,6 +47,7 @@ def build_ebay_client(context: WorkerContext) -> EbayClient:
         breaker=CircuitBreaker.from_settings(settings, PostgresBreakerStore(context.sessions)),
         tracer_provider=context.telemetry.tracer_provider,
         meter_provider=context.telemetry.meter_provider,
+        on_call=context.calls.record if context.calls is not None else None,
     )
 
 

@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from connector_common.budget.recorder import CallRecorder
 from connector_common.db.engine import SessionFactory, create_engine, create_session_factory
 from connector_common.logs import configure_logging, get_logger
 from connector_common.messaging import Topology, connect_until_stopped, ensure_streams
@@ -54,6 +55,7 @@ class WorkerContext:
     progress: Progress
     dead_letters: DeadLetters
     stop: asyncio.Event
+    calls: CallRecorder | None = None  # counts eBay calls for the daily budget
 
 
 class Component(Protocol):
@@ -216,9 +218,11 @@ async def _serve(
         progress=progress,
         dead_letters=DeadLetters(js, topology),
         stop=stop,
+        calls=CallRecorder(sessions, flush_seconds=settings.ebay.budget.flush_seconds),
     )
     relay_stop = asyncio.Event()
     relay_task = asyncio.create_task(relay.run(relay_stop), name="outbox-relay")
+    calls_task = asyncio.create_task(_count_calls(context, relay_stop), name="ebay-call-counts")
     component = build(context)
     try:
         await component.start()
@@ -231,7 +235,17 @@ async def _serve(
     finally:
         relay_stop.set()
         with contextlib.suppress(Exception):
+            await asyncio.wait_for(calls_task, 10)  # the component's last calls are counted
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(relay_task, 10)
         with contextlib.suppress(Exception):
             # Events committed by the last handlers go out before the connection drains.
             await asyncio.wait_for(relay.publish_pending(), 10)
+
+
+async def _count_calls(context: WorkerContext, stop: asyncio.Event) -> None:
+    """Add this process's eBay call counts to PostgreSQL until stopped, then a last time."""
+    if context.calls is None:
+        return
+    await context.calls.run(stop)
+    await context.calls.close()

@@ -22,6 +22,7 @@ from connector_api.pages import BADGES, relative, render
 from connector_api.repository import AccountFilter
 from connector_api.schemas import AccountUpdate, ConnectRequest, SortKey
 from connector_api.services import accounts, connect, listing
+from connector_api.services.budget import admin_notices
 from connector_api.services.context import RequestContext
 from connector_api.sessions import (
     FLASH_COOKIE,
@@ -61,7 +62,11 @@ async def _context(app: AppState, request: Request, session: AdminSession) -> Re
     identity = Identity(session.subject, session.org_external_id, session.roles, session.expires_at)
     principal = await principal_for(app, identity, request)
     return RequestContext(
-        principal=principal, namespace=app.namespace, request_id=request_id(request)
+        principal=principal,
+        namespace=app.namespace,
+        request_id=request_id(request),
+        reconsent_window=app.reconsent_window,
+        budget=app.settings.ebay.budget,
     )
 
 
@@ -90,6 +95,7 @@ async def admin_page(
             page = await listing.list_accounts(
                 db, ctx, app.cursors, filters, SortKey.HOUSE_NAME, PAGE_SIZE, cursor
             )
+            notices = await admin_notices(db, ctx)  # re-consent banner, eBay budget line
     except ApiError:
         return redirect_with_flash(app, "error", "That page link is no longer valid.")
     response = render(
@@ -108,6 +114,7 @@ async def admin_page(
             "relative": relative,
             "now": utcnow(),
             "flash": flash,
+            **notices,
         },
     )
     if flash is not None:

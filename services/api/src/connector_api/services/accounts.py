@@ -14,8 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from connector_api import repository as repo
 from connector_api.errors import Conflict
 from connector_api.schemas import Account, AccountUpdate, WorkQueued
+from connector_api.services.budget import require_budget
 from connector_api.services.context import RequestContext
 from connector_api.services.listing import load_account, to_account
+from connector_common.budget.buckets import REFRESH_GRANT, TRADING
 from connector_common.db.models import EbayAccount, EbayToken
 from connector_common.events import (
     AccountDeactivated,
@@ -106,7 +108,7 @@ async def update_account(
         _record(session, ctx, account, "account.purpose_changed", changed)
         await session.flush()
     await session.refresh(account, ["updated_at"])
-    return to_account(account, token, ctx.now)
+    return to_account(account, token, ctx.now, ctx.reconsent_window)
 
 
 async def deactivate(session: AsyncSession, ctx: RequestContext, account_id: uuid.UUID) -> Account:
@@ -128,13 +130,15 @@ async def deactivate(session: AsyncSession, ctx: RequestContext, account_id: uui
         _record(session, ctx, account, "account.deactivated", event)
         await session.flush()
         await session.refresh(account, ["updated_at"])
-    return to_account(account, token, ctx.now)
+    return to_account(account, token, ctx.now, ctx.reconsent_window)
 
 
 async def reactivate(session: AsyncSession, ctx: RequestContext, account_id: uuid.UUID) -> Account:
     """Resume the account; 409 when another active account took its house name meanwhile."""
     ctx.principal.require_admin()
     account, token = await load_account(session, ctx, account_id, lock=True)
+    if account.deleted_by_ebay_at is not None:
+        raise Conflict("the seller deleted their eBay account; this account cannot be reactivated")
     if not account.is_active:
         if await repo.active_house_name_owner(session, account.org_id, account.house_name):
             raise Conflict(
@@ -156,7 +160,7 @@ async def reactivate(session: AsyncSession, ctx: RequestContext, account_id: uui
         _record(session, ctx, account, "account.reactivated", event)
         await _flush_unique(session, account.house_name)
         await session.refresh(account, ["updated_at"])
-    return to_account(account, token, ctx.now)
+    return to_account(account, token, ctx.now, ctx.reconsent_window)
 
 
 async def delete(session: AsyncSession, ctx: RequestContext, account_id: uuid.UUID) -> None:
@@ -172,6 +176,8 @@ async def delete(session: AsyncSession, ctx: RequestContext, account_id: uuid.UU
 
 
 def _usable_token(account: EbayAccount, token: EbayToken | None) -> EbayToken:
+    if account.deleted_by_ebay_at is not None:
+        raise Conflict("the seller deleted their eBay account; this account is only a record")
     if not account.is_active:
         raise Conflict("the account is deactivated; reactivate it first")
     if token is None or token.refresh_token_ct is None:
@@ -188,6 +194,7 @@ async def request_refresh(
     ctx.principal.require_admin()
     account, token = await load_account(session, ctx, account_id, lock=True)
     usable = _usable_token(account, token)
+    await require_budget(session, ctx, REFRESH_GRANT)
     command = RefreshToken(
         account_id=account.id, org_id=account.org_id, token_version=usable.version, reason="manual"
     )
@@ -226,6 +233,7 @@ async def request_health_check(
     ctx.principal.require_admin()
     account, token = await load_account(session, ctx, account_id, lock=True)
     _usable_token(account, token)
+    await require_budget(session, ctx, TRADING)
     command = health_command(account, "manual", ctx.now)
     enqueue_command(session, command, ctx.namespace)
     account.health_requested_at = ctx.now

@@ -26,7 +26,7 @@ from connector_api.schemas import ConnectRequest, ConnectStarted
 from connector_api.services.accounts import health_command, name_taken
 from connector_api.services.context import RequestContext
 from connector_common.crypto import TokenCipher
-from connector_common.db.models import EbayAccount, EbayToken, OAuthState
+from connector_common.db.models import EbayAccount, EbayToken, OAuthState, UsernameChange
 from connector_common.ebay import (
     EbayClient,
     EbayError,
@@ -39,7 +39,7 @@ from connector_common.ebay import (
     site_by_code,
     site_for_marketplace,
 )
-from connector_common.events import AccountConnected, AccountReconnected
+from connector_common.events import AccountConnected, AccountReconnected, AccountUsernameChanged
 from connector_common.outbox import enqueue_command, enqueue_event
 
 # Resolved at each use, so it follows configure_logging even when imported earlier.
@@ -153,6 +153,11 @@ async def start_reconnect(
     if found is None:
         raise account_not_found()
     account, _token = found
+    if account.deleted_by_ebay_at is not None:
+        raise Conflict(
+            "the seller deleted their eBay account: this account is only a record and cannot be "
+            "reconnected; connect the seller's new eBay account as a new account"
+        )
     return await _new_state(
         session, ctx, ebay, account.house_name, account.purpose, ttl_seconds, account.id
     )
@@ -315,6 +320,7 @@ async def store_connection(
         row.last_refresh_error = None
         row.retry_at = None
         account.connected_at = now
+        _username_history(session, account, seller, namespace, now)
     account.ebay_user_id = seller.ebay_user_id
     account.username = seller.username
     account.eias_token = seller.eias_token
@@ -331,6 +337,36 @@ async def store_connection(
             "time by another request: nothing was connected."
         ) from exc
     return ConnectResult(kind, account.id, account.house_name, account.is_active)
+
+
+def _username_history(
+    session: AsyncSession, account: EbayAccount, seller: Seller, namespace: str, now: datetime
+) -> None:
+    """A reconnect that finds the seller under a new username keeps the old one in history."""
+    old, new = account.username, seller.username
+    if old is None or new is None or old == new:
+        return
+    session.add(
+        UsernameChange(
+            account_id=account.id,
+            old_username=old,
+            new_username=new,
+            changed_at=now,
+            source="reconnect",
+        )
+    )
+    enqueue_event(
+        session,
+        AccountUsernameChanged(
+            org_id=account.org_id,
+            account_id=account.id,
+            house_name=account.house_name,
+            old_username=old,
+            new_username=new,
+            source="reconnect",
+        ),
+        namespace,
+    )
 
 
 def _announce(

@@ -4,7 +4,7 @@ its health history. Token material never leaves here: only its metadata."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,7 +23,7 @@ from connector_api.schemas import (
 from connector_api.services.context import RequestContext
 from connector_api.signing import CursorCodec
 from connector_common.db.models import EbayAccount, EbayToken
-from connector_common.status import account_status
+from connector_common.status import RECONSENT_DUE, account_status
 
 
 async def load_account(
@@ -43,7 +43,12 @@ class _Health:
         self.outcome = outcome
 
 
-def to_account(account: EbayAccount, token: EbayToken | None, now: datetime) -> Account:
+def to_account(
+    account: EbayAccount,
+    token: EbayToken | None,
+    now: datetime,
+    reconsent_window: timedelta = RECONSENT_DUE,
+) -> Account:
     """The API view of an account: token metadata only, never token material."""
     last = _Health(account.last_health_outcome) if account.last_health_outcome else None
     return Account(
@@ -56,11 +61,12 @@ def to_account(account: EbayAccount, token: EbayToken | None, now: datetime) -> 
         site_id=account.site_id,
         site_code=account.site_code,
         is_active=account.is_active,
-        status=account_status(account, token, last, now),
+        status=account_status(account, token, last, now, reconsent_window),
         connected_at=account.connected_at,
         created_at=account.created_at,
         updated_at=account.updated_at,
         deactivated_at=account.deactivated_at,
+        deleted_by_ebay_at=account.deleted_by_ebay_at,
         next_health_check_at=account.next_health_check_at,
         token=None
         if token is None
@@ -118,7 +124,14 @@ async def list_accounts(
             raise InvalidInput("the cursor is not valid", field="cursor") from None
     try:
         rows = await repo.list_accounts(
-            session, ctx.principal.org_id, filters, sort, after, limit + 1, ctx.now
+            session,
+            ctx.principal.org_id,
+            filters,
+            sort,
+            after,
+            limit + 1,
+            ctx.now,
+            ctx.reconsent_window,
         )
     except ValueError:
         raise InvalidInput("the cursor is not valid", field="cursor") from None
@@ -129,13 +142,16 @@ async def list_accounts(
         next_cursor = cursors.encode(
             query, [repo.sort_value(sort, account, token), str(account.id)]
         )
-    return AccountPage(items=[to_account(a, t, ctx.now) for a, t in rows], next_cursor=next_cursor)
+    return AccountPage(
+        items=[to_account(a, t, ctx.now, ctx.reconsent_window) for a, t in rows],
+        next_cursor=next_cursor,
+    )
 
 
 async def get_account(session: AsyncSession, ctx: RequestContext, account_id: uuid.UUID) -> Account:
     """One of the caller's accounts."""
     account, token = await load_account(session, ctx, account_id)
-    return to_account(account, token, ctx.now)
+    return to_account(account, token, ctx.now, ctx.reconsent_window)
 
 
 async def health_history(

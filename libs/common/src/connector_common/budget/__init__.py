@@ -1,0 +1,1 @@
+"""eBay's daily call budget: counting every call, and planning work within the limits."""

@@ -1,0 +1,1 @@
+"""eBay notifications the API receives: Marketplace Account Deletion (docs/ebay-compliance.md)."""
