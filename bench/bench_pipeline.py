@@ -38,12 +38,12 @@ import httpx
 from pydantic import SecretStr
 from sqlalchemy import text
 
-from connector_cli.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from connector_common import migrate
 from connector_common.crypto import TokenCipher
 from connector_common.db.engine import create_engine
 from connector_common.messaging import Topology, connect, ensure_streams
 from connector_common.settings import DatabaseSettings, NatsSettings, parse_key_ring
+from connector_devstack.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 
 CLIENT_ID = "bench-app"
 CLIENT_SECRET = "bench-secret-not-for-production"  # a throwaway app in a local sandbox

@@ -10,7 +10,6 @@ from nats.js import JetStreamContext
 from sqlalchemy import select
 
 from connector_api.settings import ApiSettings
-from connector_cli.embedded import EmbeddedNats, free_port
 from connector_common.crypto import TokenCipher
 from connector_common.db.models import EbayToken, OutboxMessage
 from connector_common.events import (
@@ -21,6 +20,7 @@ from connector_common.events import (
     AccountRenamed,
 )
 from connector_common.messaging import Topology
+from connector_devstack.embedded import EmbeddedNats, free_port
 from tests.api.conftest import Api, connect_seller, events_of, running_api, seed_account, wait_for
 from tests.fixtures.sandbox import SandboxHandle
 

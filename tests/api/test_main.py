@@ -18,8 +18,8 @@ from pydantic import SecretStr
 
 from connector_api.main import register_secrets
 from connector_api.settings import ApiSettings
-from connector_cli.embedded import free_port
 from connector_common.redaction import redact_text
+from connector_devstack.embedded import free_port
 
 
 def api_env(database_url: str, nats_url: str, token_keys: str, **extra: str) -> dict[str, str]:

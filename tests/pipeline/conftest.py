@@ -26,9 +26,9 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connector_cli.embedded import free_port
 from connector_common.db.engine import SessionFactory, create_session_factory
 from connector_common.messaging import Topology
+from connector_devstack.embedded import free_port
 from tests.fixtures.sandbox import SandboxHandle
 
 # Fast timing for tests; each test may override any of these.

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from connector_cli.embedded import free_port, nats_server_binary
+from connector_devstack.embedded import free_port, nats_server_binary
 
 
 @pytest.fixture(params=["nats down", "jetstream unavailable"])

@@ -82,11 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "dev":
-        from connector_cli.dev import run_dev
+        from connector_devstack.dev import run_dev
 
         return run_dev(args.data_dir, api_port=args.api_port)
     if args.command == "infra":
-        from connector_cli.dev import run_infra
+        from connector_devstack.dev import run_infra
 
         return run_infra(args.data_dir)
     if args.command == "migrate":

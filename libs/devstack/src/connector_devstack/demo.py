@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from connector_cli.dev import ServiceProcess, say
+from connector_devstack.dev import ServiceProcess, say
 
 DEMO_ORG = "demo"
 DEMO_ACCOUNTS: tuple[tuple[str, str, str], ...] = (

@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from connector_cli.embedded import (
+from connector_common import migrate
+from connector_common.messaging import Topology, connect, ensure_streams
+from connector_common.settings import NatsSettings, generate_key_entry
+from connector_devstack.embedded import (
     EmbeddedNats,
     EmbeddedPostgres,
     die_with_parent,
     free_port,
 )
-from connector_common import migrate
-from connector_common.messaging import Topology, connect, ensure_streams
-from connector_common.settings import NatsSettings, generate_key_entry
 
 GRACE_SECONDS = 20.0
 
@@ -302,8 +302,8 @@ def _after_start(
     services: list[ServiceProcess], env: dict[str, str], data: Path, stop: _Stop
 ) -> None:
     """Demo data and the URLs a person needs, when this build has them."""
-    if _available("connector_cli.demo"):
-        demo = importlib.import_module("connector_cli.demo")
+    if _available("connector_devstack.demo"):
+        demo = importlib.import_module("connector_devstack.demo")
         demo.seed(services, env, data, stop)
 
 
