@@ -195,9 +195,9 @@ def build_stage() -> list[Instruction]:
 def test_base_image_is_pinned_by_version_and_digest_and_used_by_both_stages() -> None:
     args = [i.arguments for i in instructions() if i.keyword == "ARG"]
     base = next(a for a in args if a.startswith("PYTHON_IMAGE="))
-    assert re.fullmatch(
-        r"PYTHON_IMAGE=python:3\.11\.\d+-slim-[a-z]+@sha256:[0-9a-f]{64}", base
-    ), base
+    assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11\.\d+-slim-[a-z]+@sha256:[0-9a-f]{64}", base), (
+        base
+    )
     froms = [i.arguments for i in instructions() if i.keyword == "FROM"]
     assert len(froms) == 2
     assert all(f.split()[0] == "${PYTHON_IMAGE}" for f in froms)
@@ -222,9 +222,7 @@ def test_dependencies_are_installed_in_a_layer_before_the_sources_are_copied() -
 
 
 def test_the_image_runs_as_a_non_root_user_with_oci_labels() -> None:
-    final = instructions()[
-        max(n for n, i in enumerate(instructions()) if i.keyword == "FROM") :
-    ]
+    final = instructions()[max(n for n, i in enumerate(instructions()) if i.keyword == "FROM") :]
     user = [i.arguments for i in final if i.keyword == "USER"]
     assert user
     assert user[-1].split(":")[0] == "10001"  # the manifests' runAsUser
@@ -278,7 +276,9 @@ def closure(packages: dict[str, dict[str, object]], roots: list[dict[str, object
 def dev_only_packages() -> set[str]:
     packages = lock_packages()
     root = packages[ROOT_PROJECT]
-    production = closure(packages, list(root.get("dependencies", [])))  # type: ignore[arg-type]
+    dependencies = root.get("dependencies", [])
+    assert isinstance(dependencies, list)
+    production = closure(packages, dependencies)
     groups = root.get("dev-dependencies", {})
     assert isinstance(groups, dict)
     development = closure(packages, [d for group in groups.values() for d in group])
@@ -410,7 +410,7 @@ def test_every_service_and_production_command_runs_from_the_image_venv(
         [connector, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
     )
     assert shown.returncode == 0, shown.stderr
-    for command in ("migrate",):
+    for command in ("migrate", "nats"):
         assert command in shown.stdout
 
 

@@ -46,6 +46,16 @@ def _port(value: str) -> int:
     return port
 
 
+def _wait_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds: {value!r}") from None
+    if not 0 <= seconds <= 24 * 3600:
+        raise argparse.ArgumentTypeError("must be between 0 and 86400 seconds")
+    return seconds
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="connector",
@@ -68,9 +78,24 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument(
         "--downgrade", action="store_true", help="migrate down to --revision (e.g. base)"
     )
+    migrate.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing: exit 0 when the database has this version's schema (or a newer "
+        "one), 3 when migrations are pending",
+    )
+    migrate.add_argument(
+        "--wait",
+        type=_wait_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --check: wait up to SECONDS for the migration to be applied (an init "
+        "container holding a new version's pods until the migration Job is done)",
+    )
 
-    from connector_cli import tokens
+    from connector_cli import provision, tokens
 
+    provision.add_parser(sub)
     tokens.add_parser(sub)
 
     for name, (_module, help_text) in SERVICE_COMMANDS.items():
@@ -123,6 +148,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_infra(args.data_dir)
     if args.command == "migrate":
         return _migrate(args)
+    if args.command == "nats":
+        from connector_cli import provision
+
+        return provision.run(args)
     if args.command == "token":
         from connector_cli import tokens
 
@@ -158,6 +187,8 @@ def _migrate(args: argparse.Namespace) -> int:
     try:
         if password := make_url(url).password:
             register_secret(str(password))  # so no error line below can carry it
+        if args.check:
+            return _check_schema(url, args.wait)
         if args.downgrade:
             migrate.downgrade(url, args.revision)
         else:
@@ -175,6 +206,52 @@ def _migrate(args: argparse.Namespace) -> int:
         return 1
     print(f"database at revision {revision or 'base (empty)'}")
     return 0
+
+
+def _check_schema(url: str, wait: float) -> int:
+    """`connector migrate --check [--wait N]`: 0 when the schema suits this version, else 3.
+
+    While waiting, a database that does not answer yet is waited for too (one line per reason
+    change and a progress line every 10 s); its errors are never printed with the password.
+    """
+    import time
+
+    from sqlalchemy.exc import DBAPIError
+
+    from connector_common import migrate
+    from connector_common.redaction import redact_text
+
+    started = time.monotonic()
+    deadline = started + wait
+    last_said = ""
+    last_progress = started
+    while True:
+        try:
+            state, current, head = migrate.schema_state(url)
+        except DBAPIError as exc:
+            reason = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc) else ""
+            said = f"database not reachable yet: {redact_text(reason)[:200]}"
+        else:
+            if state != "behind":
+                relation = "this version's schema" if state == "current" else "a newer schema"
+                print(f"database at revision {current}: {relation} (this version: {head})")
+                return 0
+            said = (
+                f"migrations pending: database at revision {current or 'base (empty)'}, "
+                f"this version needs {head}"
+            )
+        now = time.monotonic()
+        if now >= deadline:
+            print(f"connector migrate --check: {said}", file=sys.stderr)
+            return 3
+        if said != last_said or now - last_progress >= 10:
+            print(
+                f"connector migrate --check: {said}; waiting ({now - started:.0f} s of {wait:.0f})",
+                file=sys.stderr,
+                flush=True,
+            )
+            last_said, last_progress = said, now
+        time.sleep(min(2.0, max(0.0, deadline - now)))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """`connector dev` and `connector infra`: the whole system on one machine, no Docker.
 
-The launcher starts embedded PostgreSQL and NATS, applies migrations, declares the streams,
-then starts the eBay sandbox and every service as separate processes, as Kubernetes would.
+The launcher starts embedded PostgreSQL and NATS, applies migrations, provisions the streams and
+consumers, then starts the eBay sandbox and every service as separate processes, as Kubernetes
+would.
 Ctrl-C (or SIGTERM) stops the services first, then NATS, then PostgreSQL, and waits for each.
 """
 
@@ -22,7 +23,8 @@ from pathlib import Path
 from types import FrameType
 
 from connector_common import migrate
-from connector_common.messaging import Topology, connect, ensure_streams
+from connector_common.messaging import Topology, connect
+from connector_common.provisioning import provision
 from connector_common.settings import NatsSettings, generate_key_entry
 from connector_devstack.embedded import (
     EmbeddedNats,
@@ -135,14 +137,15 @@ def _prepare(postgres: EmbeddedPostgres, nats: EmbeddedNats, namespace: str) -> 
     say(f"database migrated to revision {migrate.current_revision(postgres.url)}")
 
     async def declare() -> None:
+        # What `connector nats provision` does in a cluster; the services only bind.
         client = await connect(NatsSettings(url=nats.url, namespace=namespace), "connector-dev")
         try:
-            await ensure_streams(client.jetstream(), Topology(namespace))
+            await provision(client.jetstream(), Topology(namespace))
         finally:
             await client.drain()
 
     asyncio.run(declare())
-    say("JetStream streams declared")
+    say("JetStream streams and consumers provisioned")
 
 
 def run_infra(data_dir: str) -> int:

@@ -112,7 +112,11 @@ def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> 
         lifespan=lifespan,
         responses={500: {"model": ErrorBody, "description": "Something failed on our side."}},
     )
-    app.add_middleware(RequestMiddleware, max_body_bytes=settings.api.max_body_bytes)
+    app.add_middleware(
+        RequestMiddleware,
+        max_body_bytes=settings.api.max_body_bytes,
+        hsts=settings.api.secure_cookies,  # served over https: HSTS
+    )
     _install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(connect.router)  # before accounts: /ebay-accounts/connect is literal

@@ -25,6 +25,11 @@ log = get_logger(__name__)
 ReadinessCheck = Callable[[], Awaitable[None]]  # raises when not ready
 
 
+class NotReady(Exception):
+    """A readiness check's answer in our own words (shown by ``/readyz``, so never a driver's
+    message, which may carry a URL with credentials)."""
+
+
 @dataclass
 class Progress:
     """What a worker loop reports, so liveness can tell a slow loop from a dead one."""
@@ -158,6 +163,8 @@ class ProbeServer:
         for name, check in self._readiness.items():
             try:
                 await asyncio.wait_for(check(), self._check_timeout)
+            except NotReady as exc:
+                results[name] = f"failed: {exc}"
             except Exception as exc:
                 # Type only: a driver's message may carry a URL with credentials.
                 results[name] = f"failed: {type(exc).__name__}"
