@@ -20,16 +20,9 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats
-from faststream.nats.security import (
-    NatsCredentials,
-    NatsNKey,
-    NatsSecurity,
-    NatsToken,
-    NatsUserPassword,
-)
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -41,6 +34,9 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError
 
 from connector_common.logs import get_logger
+
+if TYPE_CHECKING:
+    from faststream.nats.security import NatsSecurity
 from connector_common.redaction import redact_text
 from connector_common.settings import NatsSettings
 
@@ -203,6 +199,15 @@ def auth_options(settings: NatsSettings) -> dict[str, Any]:
 
 def broker_security(settings: NatsSettings) -> NatsSecurity | None:
     """The same authentication and TLS, in FastStream's terms (its ``security=``)."""
+    # Imported here: FastStream is heavy, and only the consuming workers need it.
+    from faststream.nats.security import (
+        NatsCredentials,
+        NatsNKey,
+        NatsSecurity,
+        NatsToken,
+        NatsUserPassword,
+    )
+
     context = tls_context(settings)
     if settings.creds_file:
         return NatsCredentials.from_file(settings.creds_file, ssl_context=context)
