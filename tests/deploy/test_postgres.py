@@ -25,7 +25,7 @@ from connector_common.crypto import TokenCipher
 from connector_common.db.engine import create_engine, create_session_factory, unit_of_work
 from connector_common.db.models import EbayAccount, EbayToken
 from connector_common.settings import DatabaseSettings, parse_key_ring
-from connector_devstack.embedded import postgres_bin_dir
+from connector_devstack.embedded import free_port, postgres_bin_dir
 from tests.fixtures.factories import make_account, make_org, make_token
 from tests.fixtures.infra import PostgresServer, database_with_roles, unique_name
 from tests.fixtures.nats_cluster import write_tls
@@ -159,8 +159,11 @@ class TlsFront:
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> TlsFront:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+        # 127.0.0.2 too: an address the certificate does not name.
+        self.port = free_port()
+        self._server = await asyncio.start_server(
+            self._serve, ["127.0.0.1", "127.0.0.2"], self.port
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
