@@ -52,3 +52,32 @@ def test_only_trace_context_is_propagated_not_baggage(tracer: trace.Tracer) -> N
     assert set(headers) == {"Nats-Msg-Id", "traceparent"}
     parent = trace.get_current_span(extract_trace_context(headers)).get_span_context()
     assert parent.is_valid
+
+
+def test_the_manifests_resource_attributes_reach_every_span(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OTEL_RESOURCE_ATTRIBUTES (set by the Deployments from the version label and the pod's
+    namespace) is merged into the resource; the service's own name stays ours."""
+    from connector_common.settings import OtelSettings
+    from connector_common.telemetry import setup_telemetry
+
+    monkeypatch.setenv(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "service.version=0.1.0,k8s.namespace.name=ebay-connector,k8s.pod.name=api-7d9f",
+    )
+    spans = InMemorySpanExporter()
+    telemetry = setup_telemetry(
+        OtelSettings(), "api", span_processors=[SimpleSpanProcessor(spans)], set_global=False
+    )
+    try:
+        with telemetry.tracer("tests").start_as_current_span("one"):
+            pass
+        (span,) = spans.get_finished_spans()
+        attributes = span.resource.attributes
+        assert attributes["service.version"] == "0.1.0"
+        assert attributes["k8s.namespace.name"] == "ebay-connector"
+        assert attributes["service.name"] == "api"
+        assert attributes["service.namespace"] == "ebay-connector"
+    finally:
+        telemetry.shutdown()
