@@ -21,11 +21,11 @@ HEAD = migrate.head_revision()
 
 
 def check(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(*_check_args(url, *args), capture_output=True, text=True, check=False)
+    return subprocess.run(check_argv(url, *args), capture_output=True, text=True, check=False)
 
 
-def _check_args(url: str, *args: str) -> tuple[list[str], ...]:
-    return ([sys.executable, "-m", "connector_cli", "migrate", "--check", "--url", url, *args],)
+def check_argv(url: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "connector_cli", "migrate", "--check", "--url", url, *args]
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_the_schema_of_this_version_or_a_newer_one_passes(empty_database: str) -
 
 def test_wait_returns_as_soon_as_the_migration_job_is_done(empty_database: str) -> None:
     waiting = subprocess.Popen(
-        *_check_args(empty_database, "--wait", "120"),
+        check_argv(empty_database, "--wait", "120"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

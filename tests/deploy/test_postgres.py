@@ -118,6 +118,7 @@ async def test_a_logical_backup_restores_into_a_database_the_connector_runs_on(
                 assert sorted(found) == sorted(accounts)
                 # Ciphertexts are bound to their account id, which the restore keeps.
                 for token in (await session.scalars(select(EbayToken))).all():
+                    assert token.access_token_ct is not None
                     plain = cipher.decrypt(token.access_token_ct, token.account_id, "access_token")
                     assert plain.startswith("access-")
                 # The grants came along: the services' role still writes rows.
