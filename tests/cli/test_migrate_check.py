@@ -3,15 +3,18 @@ until the migration Job brought the schema to that version (or a newer one)."""
 
 from __future__ import annotations
 
-import os
+import contextlib
+import io
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+from connector_cli.main import main
 from connector_common import migrate
 from connector_devstack.embedded import free_port
 from tests.fixtures.infra import PostgresServer, database_with_roles, unique_name
@@ -20,8 +23,19 @@ pytestmark = pytest.mark.slow
 HEAD = migrate.head_revision()
 
 
-def check(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(check_argv(url, *args), capture_output=True, text=True, check=False)
+@dataclass
+class Checked:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def check(url: str, *args: str) -> Checked:
+    """`connector migrate --check` in this process (its output captured)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["migrate", "--check", "--url", url, *args])
+    return Checked(code, out.getvalue(), err.getvalue())
 
 
 def check_argv(url: str, *args: str) -> list[str]:
@@ -102,14 +116,8 @@ def test_the_services_role_can_run_the_check(pg_server: PostgresServer) -> None:
         pg_server.drop_database(database.name)
 
 
-def test_bad_wait_values_exit_2() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "connector_cli", "migrate", "--check", "--wait", "soon"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 2
-    assert "--wait" in result.stderr
+def test_bad_wait_values_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["migrate", "--check", "--wait", "soon"])
+    assert exited.value.code == 2
+    assert "--wait" in capsys.readouterr().err

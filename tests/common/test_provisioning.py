@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 from faststream.nats import NatsBroker
@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from opentelemetry import trace
 
+from connector_cli.main import main
 from connector_common.messaging import Topology
 from connector_common.provisioning import consumer_config, missing, provision, work_consumers
 from connector_common.worker.consumer import Delivery, Settle, WorkConsumer
@@ -132,17 +133,28 @@ async def test_the_provisioned_consumer_is_the_one_a_worker_would_have_created(
                 await clean.delete_stream(config.name)
 
 
-def _provision_cli(nats_url: str, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_")}
-    env.update({"CONNECTOR_NATS__URL": nats_url, "CONNECTOR_NATS__NAMESPACE": namespace})
-    return subprocess.run(
-        [sys.executable, "-m", "connector_cli", "nats", "provision", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _provision_cli(nats_url: str, namespace: str, *args: str) -> Ran:
+    """`connector nats provision` in this process, with only these CONNECTOR_* variables."""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in list(os.environ):
+            if variable.startswith("CONNECTOR_"):
+                patch.delenv(variable)
+        patch.setenv("CONNECTOR_NATS__URL", nats_url)
+        patch.setenv("CONNECTOR_NATS__NAMESPACE", namespace)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(["nats", "provision", *args])
+            except SystemExit as exited:  # argparse
+                code = int(exited.code or 0)
+    return Ran(code, out.getvalue(), err.getvalue())
 
 
 async def test_the_command_says_what_it_did_and_is_idempotent(
