@@ -32,12 +32,12 @@ from sqlalchemy import text
 from connector_api.app import create_app
 from connector_api.devtokens import mint_dev_token
 from connector_api.settings import ApiSettings
-from connector_cli.embedded import EmbeddedPostgres, free_port
 from connector_common import migrate
 from connector_common.db.engine import create_engine
 from connector_common.logs import configure_logging
 from connector_common.settings import DatabaseSettings, EbaySettings
 from connector_common.telemetry import setup_telemetry
+from connector_devstack.embedded import EmbeddedPostgres, free_port
 
 SEED_SQL = """
 INSERT INTO organisations (id, external_id, name) VALUES (:org, :name, :name);

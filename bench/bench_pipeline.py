@@ -38,12 +38,13 @@ import httpx
 from pydantic import SecretStr
 from sqlalchemy import text
 
-from connector_cli.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from connector_common import migrate
 from connector_common.crypto import TokenCipher
 from connector_common.db.engine import create_engine
-from connector_common.messaging import Topology, connect, ensure_streams
+from connector_common.messaging import Topology, connect
+from connector_common.provisioning import provision
 from connector_common.settings import DatabaseSettings, NatsSettings, parse_key_ring
+from connector_devstack.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 
 CLIENT_ID = "bench-app"
 CLIENT_SECRET = "bench-secret-not-for-production"  # a throwaway app in a local sandbox
@@ -351,7 +352,7 @@ def main() -> int:
 
         async def declare() -> None:
             client = await connect(NatsSettings(url=nats.url), "bench")
-            await ensure_streams(client.jetstream(), Topology("ebay"))
+            await provision(client.jetstream(), Topology("ebay"))  # the workers only bind
             await client.drain()
 
         asyncio.run(declare())

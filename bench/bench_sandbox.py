@@ -26,7 +26,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from connector_cli.embedded import free_port
+from connector_devstack.embedded import free_port
 
 CLIENT_ID = "bench-app"
 CLIENT_SECRET = "bench-secret-not-for-production"  # a throwaway app in a local sandbox

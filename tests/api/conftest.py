@@ -33,7 +33,7 @@ from connector_common.settings import EbaySettings
 from connector_common.telemetry import Telemetry, setup_telemetry
 from tests.fixtures.factories import make_account, make_token
 from tests.fixtures.idp import idp  # noqa: F401 (fixture)
-from tests.fixtures.infra import PostgresServer, unique_name
+from tests.fixtures.infra import PostgresServer, provision_namespace, unique_name
 from tests.fixtures.sandbox import SandboxHandle
 
 API_URL = "http://api.test"
@@ -92,6 +92,8 @@ async def running_api(
 ) -> AsyncIterator[Api]:
     """Start the app's lifespan and yield a client on it."""
     telemetry = telemetry or setup_telemetry(settings.otel, "connector-api-test", set_global=False)
+    # The streams the API publishes to, as provisioning declares them (when NATS is up).
+    await provision_namespace(settings.nats.url, settings.nats.namespace)
     app = create_app(settings, telemetry=telemetry)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -533,7 +533,7 @@ async def test_ebay_unreachable_for_the_key_is_503_so_ebay_retries(
 async def test_the_sandbox_registers_the_endpoint_and_delivers_a_deletion(
     api_settings: ApiSettings, ebay_settings: EbaySettings, sandbox: SandboxHandle
 ) -> None:
-    from connector_cli.embedded import free_port
+    from connector_devstack.embedded import free_port
     from tests.api.served import ServedApi
 
     port = free_port()

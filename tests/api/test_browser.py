@@ -11,8 +11,8 @@ import pytest
 
 from connector_api.devtokens import mint_dev_token
 from connector_api.settings import ApiSettings
-from connector_cli.embedded import free_port
 from connector_common.settings import EbaySettings
+from connector_devstack.embedded import free_port
 from tests.api.served import ServedApi
 from tests.fixtures.sandbox import SandboxHandle
 

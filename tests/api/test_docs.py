@@ -12,7 +12,7 @@ import pytest
 
 from connector_api.routes.docs import DOCS_CSP, VENDOR_DIR
 from connector_api.settings import ApiSettings
-from connector_cli.embedded import free_port
+from connector_devstack.embedded import free_port
 from tests.api.conftest import Api
 from tests.api.served import ServedApi
 from tests.api.test_browser import CHROMIUM, CHROMIUM_ARGS

@@ -18,8 +18,9 @@ from pydantic import SecretStr
 
 from connector_api.main import register_secrets
 from connector_api.settings import ApiSettings
-from connector_cli.embedded import free_port
 from connector_common.redaction import redact_text
+from connector_common.settings import NatsSettings
+from connector_devstack.embedded import free_port
 
 
 def api_env(database_url: str, nats_url: str, token_keys: str, **extra: str) -> dict[str, str]:
@@ -122,7 +123,7 @@ def test_every_configured_secret_is_scrubbed_from_log_lines() -> None:
     settings = ApiSettings(
         env="development",
         token_keys=SecretStr(f"old:{keys[0]},new:{keys[1]}"),
-        nats={"password": values["nats_password"], "token": values["nats_token"]},
+        nats={"user": "connector", "password": values["nats_password"]},
         ebay={"client_secret": values["client_secret"]},
         api={
             "jwt": {"dev_secret": values["dev_secret"]},
@@ -131,6 +132,10 @@ def test_every_configured_secret_is_scrubbed_from_log_lines() -> None:
         },
     )
     register_secrets(settings)
+    # One way to authenticate to NATS at a time: the token in a second configuration.
+    register_secrets(
+        settings.model_copy(update={"nats": NatsSettings(token=SecretStr(values["nats_token"]))})
+    )
     for name, secret in [*values.items(), ("old key", keys[0]), ("new key", keys[1])]:
         assert redact_text(f"failed with {secret}!") == "failed with [REDACTED]!", name
 

@@ -203,6 +203,33 @@ async def test_security_headers_are_on_every_response(api: Api) -> None:
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["referrer-policy"] == "no-referrer"
     assert response.headers["x-frame-options"] == "DENY"
+    assert "strict-transport-security" not in response.headers  # served over plain http
+
+
+async def test_hsts_is_sent_when_the_api_is_served_over_https(
+    api_settings: ApiSettings, dev_secret: str
+) -> None:
+    secure = api_settings.api.model_copy(update={"public_url": "https://connector.test"})
+    async with running_api(api_settings.model_copy(update={"api": secure}), dev_secret) as api:
+        for path in ("/healthz", "/admin", "/ebay/oauth/callback"):
+            response = await api.client.get(path)
+            assert response.headers["strict-transport-security"] == (
+                "max-age=31536000; includeSubDomains"
+            ), path
+
+
+async def test_readyz_stays_200_while_nats_is_down_and_says_so(
+    api_settings: ApiSettings, dev_secret: str
+) -> None:
+    """The outbox keeps events while NATS is away: a NATS incident must not empty the API's
+    Service (readiness depends on PostgreSQL only)."""
+    from connector_devstack.embedded import free_port
+
+    nats = api_settings.nats.model_copy(update={"url": f"nats://127.0.0.1:{free_port()}"})
+    async with running_api(api_settings.model_copy(update={"nats": nats}), dev_secret) as api:
+        response = await api.client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "database": "ok", "nats": "unreachable"}
 
 
 async def test_openapi_documents_routes_examples_errors_and_bearer_auth(api: Api) -> None:

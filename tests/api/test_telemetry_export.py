@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from connector_api.devtokens import mint_dev_token
-from connector_cli.embedded import free_port
+from connector_devstack.embedded import free_port
 from tests.api.test_main import api_env, run_api, wait_until_serving
 from tests.fixtures.otlp import OtlpReceiver
 from tests.fixtures.sandbox import SandboxHandle

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from connector_cli.demo import DEMO_ACCOUNTS, DEMO_ORG, seed
-from connector_cli.dev import ServiceProcess
-from connector_cli.embedded import free_port
 from connector_common.settings import EbaySettings
+from connector_devstack.demo import DEMO_ACCOUNTS, DEMO_ORG, seed
+from connector_devstack.dev import ServiceProcess
+from connector_devstack.embedded import free_port
 from tests.api.conftest import make_settings
 from tests.api.served import ServedApi
 from tests.fixtures.sandbox import SandboxHandle

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from connector_cli.embedded import free_port
+from connector_devstack.embedded import free_port
 from tests.fixtures.infra import PostgresServer, unique_name
 
 pytestmark = pytest.mark.slow

@@ -52,9 +52,9 @@ async def test_closing_the_connection_ourselves_is_not_a_disconnect_warning_but_
 ) -> None:
     import asyncio
 
-    from connector_cli.embedded import EmbeddedNats, free_port
     from connector_common.messaging import connect
     from connector_common.settings import NatsSettings
+    from connector_devstack.embedded import EmbeddedNats, free_port
 
     stream = io.StringIO()
     configure_logging("INFO", "json", service="tests", stream=stream)

@@ -190,3 +190,56 @@ def test_a_group_variable_that_is_not_json_names_the_variable_not_a_traceback(
     assert variable in message
     assert "JSON" in message
     assert "hunter2" not in message
+
+
+def test_nats_credentials_and_tls_files_are_paths_checked_at_start(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seed = tmp_path / "api.nk"
+    seed.write_text("SUAM...seed\n")
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    clean_env.setenv("CONNECTOR_ENV", "development")
+    clean_env.setenv("CONNECTOR_NATS__URL", "tls://nats.nats.svc:4222")
+    clean_env.setenv("CONNECTOR_NATS__NKEY_SEED_FILE", str(seed))
+    clean_env.setenv("CONNECTOR_NATS__TLS_CA_FILE", str(ca))
+    settings = load_settings(CommonSettings)
+    assert settings.nats.nkey_seed_file == str(seed)
+    assert settings.nats.tls_ca_file == str(ca)
+    assert settings.nats.uses_tls
+    # A path nobody can read is named at start-up, not at the first reconnect.
+    clean_env.setenv("CONNECTOR_NATS__NKEY_SEED_FILE", str(tmp_path / "missing.nk"))
+    with pytest.raises(SettingsError, match="CONNECTOR_NATS__NKEY_SEED_FILE points at"):
+        load_settings(CommonSettings)
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        (
+            {
+                "CONNECTOR_NATS__USER": "a",
+                "CONNECTOR_NATS__PASSWORD": "b",
+                "CONNECTOR_NATS__TOKEN": "t",
+            },
+            "one way to authenticate to NATS, not USER/PASSWORD and TOKEN",
+        ),
+        (
+            {"CONNECTOR_NATS__TOKEN": "t", "CONNECTOR_NATS__CREDS_FILE": "CREDS"},
+            "not TOKEN and CREDS_FILE",
+        ),
+        ({"CONNECTOR_NATS__TLS_CERT_FILE": "CERT"}, "TLS_CERT_FILE and TLS_KEY_FILE go together"),
+    ],
+)
+def test_contradictory_nats_settings_are_refused_by_name(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, variables: dict[str, str], message: str
+) -> None:
+    clean_env.setenv("CONNECTOR_ENV", "development")
+    for name, value in variables.items():
+        if value.isupper():  # a file that exists
+            (tmp_path / value).write_text("x")
+            value = str(tmp_path / value)
+        clean_env.setenv(name, value)
+    with pytest.raises(SettingsError, match=message) as raised:
+        load_settings(CommonSettings)
+    assert "CONNECTOR_NATS" in str(raised.value)

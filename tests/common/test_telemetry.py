@@ -88,3 +88,32 @@ def test_every_exported_span_is_scrubbed_whoever_made_it() -> None:
     assert attributes["http.response.status_code"] == 200
     assert "expires_in=299" in str(attributes["url.query"])
     assert dict(finished.events[0].attributes or {})["count"] == 3
+
+
+def test_the_manifests_resource_attributes_reach_every_span(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OTEL_RESOURCE_ATTRIBUTES (set by the Deployments from the version label and the pod's
+    namespace) is merged into the resource; the service's own name stays ours."""
+    from connector_common.settings import OtelSettings
+    from connector_common.telemetry import setup_telemetry
+
+    monkeypatch.setenv(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "service.version=0.1.0,k8s.namespace.name=ebay-connector,k8s.pod.name=api-7d9f",
+    )
+    spans = InMemorySpanExporter()
+    telemetry = setup_telemetry(
+        OtelSettings(), "api", span_processors=[SimpleSpanProcessor(spans)], set_global=False
+    )
+    try:
+        with telemetry.tracer("tests").start_as_current_span("one"):
+            pass
+        (span,) = spans.get_finished_spans()
+        attributes = span.resource.attributes
+        assert attributes["service.version"] == "0.1.0"
+        assert attributes["k8s.namespace.name"] == "ebay-connector"
+        assert attributes["service.name"] == "api"
+        assert attributes["service.namespace"] == "ebay-connector"
+    finally:
+        telemetry.shutdown()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from connector_cli.dev import _base_env, _plan_services, stop_services
-from connector_cli.embedded import free_port
+from connector_devstack.dev import _base_env, _plan_services, stop_services
+from connector_devstack.embedded import free_port
 
 
 def test_dev_launcher_starts_the_sandbox_with_the_dev_app_and_demo_sellers(

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from connector_cli.embedded import free_port
+from connector_devstack.embedded import free_port
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,10 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connector_cli.embedded import free_port
 from connector_common.db.engine import SessionFactory, create_session_factory
 from connector_common.messaging import Topology
+from connector_devstack.embedded import free_port
+from tests.fixtures.infra import provision_namespace
 from tests.fixtures.sandbox import SandboxHandle
 
 # Fast timing for tests; each test may override any of these.
@@ -140,14 +141,14 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(
+async def fleet(
     tmp_path: Path,
     database_url: str,
     nats_url: str,
     topology: Topology,
     token_keys: str,
     sandbox: SandboxHandle,
-) -> Iterator[Fleet]:
+) -> AsyncIterator[Fleet]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_")}
     env.update(
         {
@@ -168,6 +169,8 @@ def fleet(
             **BASE_TIMING,
         }
     )
+    # What the provisioning Job does in a cluster: the services only bind.
+    assert await provision_namespace(nats_url, topology.namespace)
     running = Fleet(env, tmp_path)
     try:
         yield running

@@ -219,9 +219,9 @@ async def test_unreachable_breaker_store_lets_calls_through(
 ) -> None:
     from pydantic import SecretStr
 
-    from connector_cli.embedded import free_port
     from connector_common.db.engine import create_engine
     from connector_common.settings import DatabaseSettings
+    from connector_devstack.embedded import free_port
 
     url = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none"
     engine = create_engine(DatabaseSettings(url=SecretStr(url)), application_name="tests")

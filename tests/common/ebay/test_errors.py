@@ -218,7 +218,7 @@ async def test_dropped_connection_raises_transient(
 
 
 async def test_unreachable_ebay_raises_transient_connect_error(ebay_settings: EbaySettings) -> None:
-    from connector_cli.embedded import free_port
+    from connector_devstack.embedded import free_port
 
     settings = ebay_settings.model_copy(
         update={"local_base_url": f"http://127.0.0.1:{free_port()}", "max_attempts": 2}

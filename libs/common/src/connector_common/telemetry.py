@@ -17,7 +17,7 @@ from opentelemetry.sdk.metrics.export import (
     MetricReader,
     PeriodicExportingMetricReader,
 )
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
@@ -68,12 +68,19 @@ def package_version() -> str:
 def build_resource(
     service_name: str, *, service_version: str | None = None, environment: str | None = None
 ) -> Resource:
-    """Who emits: name, version and environment (``OTEL_RESOURCE_ATTRIBUTES`` adds to it)."""
+    """Who emits: name, version and environment (``OTEL_RESOURCE_ATTRIBUTES`` adds to it).
+
+    The version is ``service_version`` when set, else the ``service.version`` of
+    ``OTEL_RESOURCE_ATTRIBUTES`` (the Kubernetes manifests put the image tag there), else the
+    installed package's version.
+    """
     attributes: dict[str, AttributeValue] = {
         "service.name": service_name,
         "service.namespace": "ebay-connector",
-        "service.version": service_version or package_version(),
     }
+    from_environment = OTELResourceDetector().detect().attributes.get("service.version")
+    if service_version or not from_environment:
+        attributes["service.version"] = service_version or package_version()
     if environment:
         attributes["deployment.environment.name"] = environment
     return Resource.create(attributes)

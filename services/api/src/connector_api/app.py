@@ -151,7 +151,11 @@ def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> 
         docs_url=None,
         redoc_url=None,
     )
-    app.add_middleware(RequestMiddleware, max_body_bytes=settings.api.max_body_bytes)
+    app.add_middleware(
+        RequestMiddleware,
+        max_body_bytes=settings.api.max_body_bytes,
+        hsts=settings.api.secure_cookies,  # served over https: HSTS
+    )
     _install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(connect.router)  # before accounts: /ebay-accounts/connect is literal

@@ -44,12 +44,17 @@ class _BodyTooLarge(Exception):
     pass
 
 
+# Served over https (behind the ingress): browsers must never come back over http.
+HSTS_HEADER = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+
+
 class RequestMiddleware:
     """Wraps every HTTP request of the API."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, hsts: bool = False) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.security_headers = [*SECURITY_HEADERS, *([HSTS_HEADER] if hsts else [])]
         self._histogram: tuple[Any, Histogram] | None = None
 
     def _duration(self, scope: Scope) -> Histogram | None:
@@ -88,7 +93,7 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 outcome["status"] = message["status"]
                 outcome["started"] = True
-                extra = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
+                extra = [(b"x-request-id", request_id.encode()), *self.security_headers]
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 

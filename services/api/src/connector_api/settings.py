@@ -113,7 +113,9 @@ class ApiGroup(BaseModel):
     session_ttl_seconds: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
     oauth_state_ttl_seconds: int = Field(default=600, ge=60, le=3600)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
-    declare_streams: bool = True  # declare the JetStream streams at start-up (idempotent)
+    # Development convenience only: declare the JetStream streams at start-up. In production
+    # `connector nats provision` declares them and the API's NATS user may only publish.
+    declare_streams: bool = False
 
     @field_validator("public_url")
     @classmethod

@@ -20,3 +20,9 @@ class SchedulerSettings(WorkerSettings):
     """``connector scheduler`` settings (see docs/pipeline.md for the table)."""
 
     metrics: MetricsSettings = MetricsSettings()
+
+    def secret_problems(self) -> list[str]:
+        """Only the eBay client secret: the scheduler decrypts no token (no token keys), but it
+        takes an application token to read eBay's daily limits and quotas (Developer
+        Analytics) for the call budget and the rate-limit gauges."""
+        return [p for p in super().secret_problems() if "CONNECTOR_TOKEN_KEYS" not in p]

@@ -32,6 +32,7 @@ from opentelemetry import trace
 from pydantic import ValidationError
 
 from connector_common.logs import get_logger
+from connector_common.messaging import broker_security
 from connector_common.redaction import redact_text
 from connector_common.settings import NatsSettings
 from connector_common.telemetry import extract_trace_context, traced_span
@@ -105,12 +106,8 @@ def create_broker(nats: NatsSettings, settings: ConsumerSettings, name: str) -> 
         "logger": logging.getLogger("faststream.broker"),
         "log_level": logging.DEBUG,
     }
-    if nats.user:
-        options["user"] = nats.user
-    if nats.password:
-        options["password"] = nats.password.get_secret_value()
-    if nats.token:
-        options["token"] = nats.token.get_secret_value()
+    if (security := broker_security(nats)) is not None:
+        options["security"] = security  # user/password, token, .creds, NKey seed; TLS
     return NatsBroker(nats.servers, **options)
 
 

@@ -27,6 +27,11 @@ MetricsSource = Callable[[], bytes | None]  # Prometheus text, None when /metric
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+class NotReady(Exception):
+    """A readiness check's answer in our own words (shown by ``/readyz``, so never a driver's
+    message, which may carry a URL with credentials)."""
+
+
 @dataclass
 class Progress:
     """What a worker loop reports, so liveness can tell a slow loop from a dead one."""
@@ -181,6 +186,8 @@ class ProbeServer:
         for name, check in self._readiness.items():
             try:
                 await asyncio.wait_for(check(), self._check_timeout)
+            except NotReady as exc:
+                results[name] = f"failed: {exc}"
             except Exception as exc:
                 # Type only: a driver's message may carry a URL with credentials.
                 results[name] = f"failed: {type(exc).__name__}"

@@ -22,20 +22,24 @@ from nats.js import JetStreamContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from connector_common import provisioning
 from connector_common.budget.recorder import CallRecorder
 from connector_common.db.engine import SessionFactory, create_engine, create_session_factory
 from connector_common.logs import configure_logging, get_logger
-from connector_common.messaging import Topology, connect_until_stopped, ensure_streams
+from connector_common.messaging import Topology, connect_until_stopped
 from connector_common.observability.database import instrument_engine
 from connector_common.outbox import OutboxRelay
 from connector_common.redaction import redact_text, register_settings_secrets
 from connector_common.settings import DatabaseSettings
 from connector_common.telemetry import Telemetry, setup_telemetry
 from connector_common.worker.deadletter import DeadLetters
-from connector_common.worker.probes import ProbeServer, Progress
+from connector_common.worker.probes import NotReady, ProbeServer, Progress
 from connector_common.worker.settings import WorkerSettings, default_instance_id
 
 log = get_logger(__name__)
+# At shutdown the outbox relay gets this long to stop, then this long to publish what the last
+# handlers committed (the Kubernetes grace periods account for both).
+RELAY_FLUSH_SECONDS = 10.0
 
 
 @dataclass
@@ -108,7 +112,8 @@ async def run_worker(
     progress = Progress(stall_after=stall_after, handler_timeout=handler_timeout)
     poll_seconds = min(1.0, stall_after / 3)
     nc: NatsClient | None = None
-    streams_declared = False
+    topology = Topology(settings.nats.namespace)
+    binding = Binding()
 
     async def database_ready() -> None:
         async with engine.connect() as connection:
@@ -117,9 +122,7 @@ async def run_worker(
     async def nats_ready() -> None:
         if nc is None or not nc.is_connected:
             raise ConnectionError("NATS is not connected")
-        if not streams_declared:
-            raise ConnectionError("the JetStream streams are not declared yet")
-        await nc.flush(timeout=2)
+        await binding.check(nc.jetstream(timeout=2), topology, service)
 
     # Probes first: while NATS is still down at start-up the process is alive (waiting for a
     # dependency), just not ready; without them Kubernetes would restart it in a loop.
@@ -138,11 +141,9 @@ async def run_worker(
         if nc is None:
             log.info("stopped before NATS could be reached", service=service)
             return 0
-        topology = Topology(settings.nats.namespace)
-        if not await _declare_streams(nc.jetstream(), topology, settings, stop, progress):
-            log.info("stopped before JetStream could be reached", service=service)
+        if not await _bind(nc.jetstream(), topology, service, settings, stop, progress, binding):
+            log.info("stopped before the JetStream streams could be bound", service=service)
             return 0
-        streams_declared = True
         return await _serve(settings, service, build, engine, nc, telemetry, stop, progress, probes)
     finally:
         if nc is not None:
@@ -154,31 +155,56 @@ async def run_worker(
         log.info("stopped", service=service)
 
 
-async def _declare_streams(
+class Binding:
+    """Whether the streams and consumers this process needs exist; readiness says what is not.
+
+    Provisioning (`connector nats provision`) declares them; a service only binds, so its NATS
+    user needs no stream or consumer administration rights.
+    """
+
+    def __init__(self) -> None:
+        self.missing: str | None = "not bound to the JetStream streams yet"
+
+    async def check(self, js: JetStreamContext, topology: Topology, service: str) -> None:
+        """Look again (raises :class:`NotReady` naming what is missing)."""
+        self.missing = await provisioning.missing(js, topology, service)
+        if self.missing is not None:
+            raise NotReady(self.missing)
+
+
+async def _bind(
     js: JetStreamContext,
     topology: Topology,
+    service: str,
     settings: WorkerSettings,
     stop: asyncio.Event,
     progress: Progress,
+    binding: Binding,
 ) -> bool:
-    """Declare the streams, retrying until JetStream answers; False when stopped first.
+    """Wait until the streams and this service's consumers exist; False when stopped first.
 
-    NATS may accept connections before JetStream serves (a cluster electing its meta leader,
-    JetStream being enabled): waiting here beats a crash loop that backs off for minutes.
+    Never declares them. While something is missing (not provisioned yet, or JetStream not
+    answering: a cluster electing its meta leader), the process stays alive and not ready,
+    and says so in its log every little while; a crash loop would back off for minutes.
     """
     poll_seconds = min(1.0, progress.stall_after / 3)
     delay = 1.0
+    said: str | None = None
     while True:
         try:
-            await ensure_streams(js, topology, settings.nats.stream_replicas)
+            await binding.check(js, topology, service)
+        except NotReady as exc:
+            reason = str(exc)
         except Exception as exc:
-            log.warning(
-                "declaring the JetStream streams failed; retrying",
-                error=redact_text(f"{type(exc).__name__}: {exc}")[:200],
-                retry_in_s=delay,
-            )
+            reason = "JetStream did not answer: " + redact_text(f"{type(exc).__name__}: {exc}")
+            binding.missing = reason[:200]
         else:
+            for difference in await provisioning.drift(js, topology, service, settings.worker):
+                log.warning("consumer provisioned with other settings", difference=difference)
             return True
+        if reason != said:  # once per distinct reason, not every second
+            log.warning("waiting for JetStream; not ready", reason=reason[:200], retry_in_s=delay)
+            said = reason
         deadline = asyncio.get_running_loop().time() + delay
         while asyncio.get_running_loop().time() < deadline:
             if stop.is_set():
@@ -237,10 +263,10 @@ async def _serve(
         with contextlib.suppress(Exception):
             await asyncio.wait_for(calls_task, 10)  # the component's last calls are counted
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(relay_task, 10)
+            await asyncio.wait_for(relay_task, RELAY_FLUSH_SECONDS)
         with contextlib.suppress(Exception):
             # Events committed by the last handlers go out before the connection drains.
-            await asyncio.wait_for(relay.publish_pending(), 10)
+            await asyncio.wait_for(relay.publish_pending(), RELAY_FLUSH_SECONDS)
 
 
 async def _count_calls(context: WorkerContext, stop: asyncio.Event) -> None:

@@ -1,4 +1,5 @@
-"""Probes for Kubernetes (alive; ready: database and NATS reachable) and ``/metrics``."""
+"""Probes for Kubernetes (alive; ready: PostgreSQL reachable, NATS reported but not required)
+and ``/metrics``."""
 
 from __future__ import annotations
 
@@ -22,9 +23,14 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "A dependency is not reachable."}})
+@router.get("/readyz", responses={503: {"description": "PostgreSQL is not reachable."}})
 async def readyz(state: StateDep) -> JSONResponse:
-    """Ready for traffic: the database answers and NATS JetStream is connected."""
+    """Ready for traffic when PostgreSQL answers.
+
+    NATS is reported but does not decide: while it is down the API keeps serving and the outbox
+    keeps its events until NATS is back, so a NATS incident must not take every API pod out of
+    its Service.
+    """
 
     async def database() -> bool:
         try:
@@ -37,11 +43,12 @@ async def readyz(state: StateDep) -> JSONResponse:
 
     db_ok, nats_ok = await asyncio.gather(database(), state.nats_ready())
     body = {
-        "status": "ready" if db_ok and nats_ok else "not_ready",
+        "status": "ready" if db_ok else "not_ready",
         "database": "ok" if db_ok else "unreachable",
+        # "unreachable" here only delays events (they wait in the outbox), never requests.
         "nats": "ok" if nats_ok else "unreachable",
     }
-    return JSONResponse(body, status_code=200 if db_ok and nats_ok else 503)
+    return JSONResponse(body, status_code=200 if db_ok else 503)
 
 
 @router.get("/metrics", include_in_schema=False)

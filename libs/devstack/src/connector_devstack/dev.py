@@ -1,7 +1,8 @@
 """`connector dev` and `connector infra`: the whole system on one machine, no Docker.
 
-The launcher starts embedded PostgreSQL and NATS, applies migrations, declares the streams,
-then starts the eBay sandbox and every service as separate processes, as Kubernetes would.
+The launcher starts embedded PostgreSQL and NATS, applies migrations, provisions the streams and
+consumers, then starts the eBay sandbox and every service as separate processes, as Kubernetes
+would.
 Ctrl-C (or SIGTERM) stops the services first, then NATS, then PostgreSQL, and waits for each.
 
 Every line on the terminal is one whole line of one process, prefixed with its name
@@ -29,16 +30,17 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from connector_cli.embedded import (
+from connector_common import migrate
+from connector_common.logs import configure_logging, timestamp
+from connector_common.messaging import Topology, connect
+from connector_common.provisioning import provision
+from connector_common.settings import NatsSettings, generate_key_entry
+from connector_devstack.embedded import (
     EmbeddedNats,
     EmbeddedPostgres,
     die_with_parent,
     free_port,
 )
-from connector_common import migrate
-from connector_common.logs import configure_logging, timestamp
-from connector_common.messaging import Topology, connect, ensure_streams
-from connector_common.settings import NatsSettings, generate_key_entry
 
 GRACE_SECONDS = 20.0
 NAME_WIDTH = 15  # "token-refresher"
@@ -211,14 +213,15 @@ def _prepare(postgres: EmbeddedPostgres, nats: EmbeddedNats, namespace: str) -> 
     say(f"database migrated to revision {migrate.current_revision(postgres.url)}")
 
     async def declare() -> None:
+        # What `connector nats provision` does in a cluster; the services only bind.
         client = await connect(NatsSettings(url=nats.url, namespace=namespace), "connector-dev")
         try:
-            await ensure_streams(client.jetstream(), Topology(namespace))
+            await provision(client.jetstream(), Topology(namespace))
         finally:
             await client.drain()
 
     asyncio.run(declare())
-    say("JetStream streams declared")
+    say("JetStream streams and consumers provisioned")
 
 
 def run_infra(data_dir: str) -> int:
@@ -401,8 +404,8 @@ def _after_start(
     services: list[ServiceProcess], env: dict[str, str], data: Path, stop: _Stop
 ) -> None:
     """Demo data and the URLs a person needs, when this build has them."""
-    if _available("connector_cli.demo"):
-        demo = importlib.import_module("connector_cli.demo")
+    if _available("connector_devstack.demo"):
+        demo = importlib.import_module("connector_devstack.demo")
         demo.seed(services, env, data, stop)
 
 

@@ -8,7 +8,7 @@ import shlex
 
 import httpx
 
-from connector_cli.dev import say, show
+from connector_devstack.dev import say, show
 
 DELETION_PATH = "/ebay/notifications/account-deletion"
 

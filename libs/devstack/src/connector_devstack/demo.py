@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from connector_cli.dev import ServiceProcess, say, show
+from connector_devstack.dev import ServiceProcess, say, show
 
 DEMO_ORG = "demo"
 DEMO_ACCOUNTS: tuple[tuple[str, str, str], ...] = (
@@ -86,7 +86,7 @@ def seed(
             say(f"demo data incomplete: {exc}")
         token_for_deletion = env.get("CONNECTOR_EBAY__DELETION__VERIFICATION_TOKEN")
         if token_for_deletion:
-            from connector_cli.deletion_demo import register
+            from connector_devstack.deletion_demo import register
 
             try:
                 register(

@@ -1,0 +1,1 @@
+"""connector_devstack: the development stack (embedded servers, `connector dev`, demo data)."""
