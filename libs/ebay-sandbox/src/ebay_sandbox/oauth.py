@@ -1,8 +1,8 @@
 """OAuth: the consent page (``/oauth2/authorize``) and the token endpoint.
 
 Follows eBay's user and application token flows: Basic client auth, form bodies, single-use
-codes, refresh without a new refresh token (unless rotation is switched on for tests), and eBay's
-RFC 6749 error bodies.
+codes, refresh without a new refresh token (unless rotation is switched on for tests), a refresh
+``scope`` that may be omitted (RFC 6749: as granted), and eBay's RFC 6749 error bodies.
 """
 
 from __future__ import annotations
@@ -193,6 +193,7 @@ class OAuthRoutes:
             )
             if code is not None:
                 code.used = True  # single use, even when this attempt fails
+                self.state.save("code", call.form["code"], code)
         if not usable or code is None:
             call.outcome = "invalid_grant"
             return responses.oauth_error("invalid_grant")
@@ -210,7 +211,7 @@ class OAuthRoutes:
         )
 
     def _refresh(self, call: Call, app: AppRegistration) -> Response:
-        if "refresh_token" not in call.form or "scope" not in call.form:
+        if "refresh_token" not in call.form:
             call.outcome = "invalid_request"
             return responses.oauth_error("invalid_request")
         grant = self.state.grants.get(call.form["refresh_token"])
@@ -222,8 +223,10 @@ class OAuthRoutes:
         ):
             call.outcome = "invalid_grant"
             return responses.oauth_error("invalid_grant_refresh")
-        scopes = split_scopes(call.form["scope"])
-        if not scopes or not scopes <= grant.scopes:
+        # RFC 6749 section 6: scope is optional on refresh; omitted (or blank) means "as
+        # granted". Several eBay client configurations leave it out.
+        scopes = split_scopes(call.form.get("scope")) or grant.scopes
+        if not scopes <= grant.scopes:
             call.outcome = "invalid_scope"
             return responses.oauth_error("invalid_scope")
         token, _record = self.state.issue_access(app.client_id, scopes, grant)
