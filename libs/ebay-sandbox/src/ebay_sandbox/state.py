@@ -122,6 +122,7 @@ class SandboxState:
             self.usage = {
                 _usage_key(json.loads(k)): int(v) for k, v in records.get("usage", {}).items()
             }
+            self._purge_expired()  # what expired long ago is forgotten, on disk too
         # The command line's apps win over the stored ones (a changed secret or accept URL).
         for app in self.config.apps:
             self.register_app(app)

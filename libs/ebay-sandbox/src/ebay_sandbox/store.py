@@ -13,6 +13,7 @@ process gets :class:`StateFileBusy` at start-up.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -70,9 +71,11 @@ class StateFile:
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self.path} was written by a newer sandbox (v{version})")
         self._db.execute("BEGIN IMMEDIATE")  # takes the exclusive lock, kept until close
+        # Indexed by a short digest of the key: keys such as access tokens are ~650 characters,
+        # and a B-tree of those costs several times more per write.
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS records (kind TEXT NOT NULL, key TEXT NOT NULL,"
-            " value TEXT NOT NULL, PRIMARY KEY (kind, key)) WITHOUT ROWID"
+            "CREATE TABLE IF NOT EXISTS records (kind TEXT NOT NULL, digest BLOB NOT NULL,"
+            " key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (kind, digest))"
         )
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._db.execute("COMMIT")
@@ -94,7 +97,8 @@ class StateFile:
         """Record ``obj`` as ``serialise(obj)`` at the next write (its state then)."""
         with self._dirty_lock:
             self._dirty[(kind, key)] = (obj, serialise)
-        self._wake.set()
+        if not self._wake.is_set():  # set() takes a lock; most calls find it set already
+            self._wake.set()
 
     def forget(self, kind: str, keys: Iterable[str]) -> None:
         """Delete records at the next write."""
@@ -143,12 +147,12 @@ class StateFile:
         try:
             if cleared:
                 db.execute("DELETE FROM records")
-            gone = [(kind, key) for kind, key, value in rows if value is None]
+            gone = [(kind, _digest(key)) for kind, key, value in rows if value is None]
             if gone:
-                db.executemany("DELETE FROM records WHERE kind = ? AND key = ?", gone)
-            kept = [row for row in rows if row[2] is not None]
+                db.executemany("DELETE FROM records WHERE kind = ? AND digest = ?", gone)
+            kept = [(kind, _digest(key), key, value) for kind, key, value in rows if value]
             if kept:
-                db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", kept)
+                db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)", kept)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -172,3 +176,7 @@ class StateFile:
         self.flush()
         with self._write_lock:
             self._db.close()
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.blake2b(key.encode(), digest_size=16).digest()
