@@ -82,15 +82,25 @@ def status_sql(now: datetime) -> ColumnElement[str]:
     )
 
 
+# A status's place in the rules' precedence: sorting by status groups the accounts by it.
+STATUS_RANK: dict[str, int] = {status.value: rank for rank, status in enumerate(AccountStatus)}
+
+
+def status_rank_sql(now: datetime) -> ColumnElement[int]:
+    """The status's rank, as SQL (for sorting)."""
+    return case(STATUS_RANK, value=status_sql(now), else_=len(STATUS_RANK))
+
+
 @dataclass(frozen=True)
 class AccountFilter:
     statuses: Sequence[AccountStatus] = ()
     purpose: str | None = None
     marketplaces: Sequence[str] = ()
     active: bool | None = None
+    search: str | None = None  # part of the house name or the eBay username
 
 
-def _sort_column(sort: SortKey) -> Any:
+def _sort_column(sort: SortKey, now: datetime) -> Any:
     name = sort.value.lstrip("-")
     if name == "house_name":
         return func.lower(EbayAccount.house_name)
@@ -98,10 +108,14 @@ def _sort_column(sort: SortKey) -> Any:
         return EbayAccount.created_at
     if name == "token_expires_at":
         return func.coalesce(EbayToken.access_expires_at, FAR_FUTURE)
+    if name == "status":
+        return status_rank_sql(now)
     return func.coalesce(EbayAccount.last_health_at, FAR_PAST)
 
 
-def sort_value(sort: SortKey, account: EbayAccount, token: EbayToken | None) -> Any:
+def sort_value(
+    sort: SortKey, account: EbayAccount, token: EbayToken | None, status: AccountStatus
+) -> Any:
     """The sort key of a row, as the cursor stores it (JSON-friendly)."""
     name = sort.value.lstrip("-")
     if name == "house_name":
@@ -111,13 +125,20 @@ def sort_value(sort: SortKey, account: EbayAccount, token: EbayToken | None) -> 
     if name == "token_expires_at":
         expires = token.access_expires_at if token else None
         return (expires or FAR_FUTURE).isoformat()
+    if name == "status":
+        return STATUS_RANK.get(status.value, len(STATUS_RANK))
     return (account.last_health_at or FAR_PAST).isoformat()
 
 
 def _cursor_value(sort: SortKey, raw: Any) -> Any:
+    name = sort.value.lstrip("-")
+    if name == "status":
+        if not isinstance(raw, int) or isinstance(raw, bool):
+            raise ValueError("cursor value")
+        return raw
     if not isinstance(raw, str):
         raise ValueError("cursor value")
-    return raw if sort.value.lstrip("-") == "house_name" else datetime.fromisoformat(raw)
+    return raw if name == "house_name" else datetime.fromisoformat(raw)
 
 
 async def list_accounts(
@@ -143,7 +164,15 @@ async def list_accounts(
         stmt = stmt.where(EbayAccount.marketplace_id.in_(list(filters.marketplaces)))
     if filters.active is not None:
         stmt = stmt.where(EbayAccount.is_active if filters.active else ~EbayAccount.is_active)
-    column = _sort_column(sort)
+    if filters.search:
+        needle = filters.search.lower()
+        stmt = stmt.where(
+            or_(
+                func.lower(EbayAccount.house_name).contains(needle, autoescape=True),
+                func.lower(EbayAccount.username).contains(needle, autoescape=True),
+            )
+        )
+    column = _sort_column(sort, now)
     descending = sort.value.startswith("-")
     if after is not None:
         position = tuple_(column, EbayAccount.id)
@@ -155,6 +184,33 @@ async def list_accounts(
         stmt = stmt.order_by(column.asc(), EbayAccount.id.asc())
     rows = (await session.execute(stmt.limit(limit))).all()
     return [(account, token) for account, token in rows]
+
+
+async def status_counts(session: AsyncSession, org_id: uuid.UUID, now: datetime) -> dict[str, int]:
+    """How many of the org's accounts are in each status (statuses with none are absent)."""
+    status = status_sql(now)
+    rows = await session.execute(
+        select(status, func.count())
+        .select_from(EbayAccount)
+        .outerjoin(EbayToken, EbayToken.account_id == EbayAccount.id)
+        .where(EbayAccount.org_id == org_id)
+        .group_by(status)
+    )
+    return {str(name): int(count) for name, count in rows.all()}
+
+
+async def distinct_values(
+    session: AsyncSession, org_id: uuid.UUID, column: Any, limit: int
+) -> list[str]:
+    """Distinct non-empty values of an account column in the org, sorted."""
+    rows = await session.scalars(
+        select(column)
+        .where(EbayAccount.org_id == org_id, column != "")
+        .group_by(column)
+        .order_by(column)
+        .limit(limit)
+    )
+    return [str(value) for value in rows.all()]
 
 
 async def get_account(

@@ -58,6 +58,8 @@ HouseName = Annotated[str, Field(max_length=400), AfterValidator(_house_name)]
 Purpose = Annotated[str, Field(max_length=2000), AfterValidator(_purpose)]
 # A purpose to filter by: what a stored purpose may be (a NUL would fail in PostgreSQL).
 PurposeFilter = Annotated[str, AfterValidator(_purpose)]
+# Text to search names for: one line, no control characters (a NUL would fail in PostgreSQL).
+SearchText = Annotated[str, AfterValidator(lambda v: _clean_text(v, single_line=True))]
 
 
 class Input(BaseModel):
@@ -190,6 +192,15 @@ class Account(BaseModel):
     )
 
 
+class AccountSummary(BaseModel):
+    """The org's accounts at a glance: how many in each status, and the values to filter by."""
+
+    total: int
+    by_status: dict[AccountStatus, int] = Field(description="Every status, zero included.")
+    marketplaces: list[str] = Field(description="Marketplace ids the org's accounts are on.")
+    purposes: list[str] = Field(description="Distinct purposes (at most 200).")
+
+
 class AccountPage(BaseModel):
     items: list[Account]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at end.")
@@ -233,6 +244,9 @@ class SortKey(StrEnum):
     TOKEN_EXPIRES_AT_DESC = "-token_expires_at"  # noqa: S105
     LAST_HEALTH_AT = "last_health_at"
     LAST_HEALTH_AT_DESC = "-last_health_at"
+    # By the status rules' precedence (connector_common.status.AccountStatus order).
+    STATUS = "status"
+    STATUS_DESC = "-status"
 
 
 class FieldError(BaseModel):
