@@ -40,6 +40,8 @@ class Call:
 
 
 ROUTES: dict[tuple[str, str], Call] = {
+    ("GET", "/"): Call("public"),
+    ("GET", "/me"): Call("read"),
     ("GET", "/healthz"): Call("public"),
     ("GET", "/readyz"): Call("public"),
     ("GET", "/openapi.json"): Call("public"),
@@ -76,7 +78,7 @@ ROUTES: dict[tuple[str, str], Call] = {
 
 
 # Reads that answer without the account's name (counts, history).
-NAMELESS_READS = {"/ebay-accounts/{account_id}/health-checks", "/ebay-accounts/summary"}
+NAMELESS_READS = {"/ebay-accounts/{account_id}/health-checks", "/ebay-accounts/summary", "/me"}
 
 
 def app_routes(settings: ApiSettings) -> set[tuple[str, str]]:

@@ -186,6 +186,11 @@ async def list_accounts(
     return [(account, token) for account, token in rows]
 
 
+async def org_name(session: AsyncSession, org_id: uuid.UUID) -> str | None:
+    """An organisation's display name."""
+    return await session.scalar(select(Organisation.name).where(Organisation.id == org_id))
+
+
 async def status_counts(session: AsyncSession, org_id: uuid.UUID, now: datetime) -> dict[str, int]:
     """How many of the org's accounts are in each status (statuses with none are absent)."""
     status = status_sql(now)

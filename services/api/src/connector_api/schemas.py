@@ -192,6 +192,50 @@ class Account(BaseModel):
     )
 
 
+class OrgInfo(BaseModel):
+    id: uuid.UUID = Field(description="Our id of the organisation: NATS subjects use it.")
+    external_id: str = Field(description="The identity provider's `org_id` claim.")
+    name: str
+
+
+class EventSubscription(BaseModel):
+    subject_prefix: str = Field(description="Every event of the org is under this subject.")
+    subscribe: str = Field(description="The wildcard subject that receives all of them.")
+    stream: str = Field(description="The JetStream stream that keeps them.")
+
+
+class Me(BaseModel):
+    """Who the caller is, and where their organisation's events are published."""
+
+    subject: str
+    roles: list[str]
+    can_write: bool
+    org: OrgInfo
+    events: EventSubscription
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "subject": "alice",
+                    "roles": ["admin"],
+                    "can_write": True,
+                    "org": {
+                        "id": "0b6c1c1e-8d7a-4f39-9d69-3f1f4b1f7c2a",
+                        "external_id": "demo",
+                        "name": "demo",
+                    },
+                    "events": {
+                        "subject_prefix": "ebay.events.0b6c1c1e-8d7a-4f39-9d69-3f1f4b1f7c2a",
+                        "subscribe": "ebay.events.0b6c1c1e-8d7a-4f39-9d69-3f1f4b1f7c2a.>",
+                        "stream": "EBAY-EVENTS",
+                    },
+                }
+            ]
+        }
+    )
+
+
 class AccountSummary(BaseModel):
     """The org's accounts at a glance: how many in each status, and the values to filter by."""
 
