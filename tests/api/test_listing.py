@@ -160,9 +160,10 @@ async def test_list_sorts_by_status_in_the_rules_order(api: Api) -> None:
     await seed_account(api, "again", token_reconnect_required_at=utcnow())
     await seed_account(api, "soon", token_expires_in=timedelta(minutes=5))
     await seed_account(api, "off", is_active=False, deactivated_at=utcnow())
-    # AccountStatus order: deactivated, ..., reconnect_required, error, ..., expiring_soon, healthy
-    assert names(await list_accounts(api, sort="status")) == ["off", "again", "err", "soon", "ok"]
-    assert names(await list_accounts(api, sort="-status")) == ["ok", "soon", "err", "again", "off"]
+    # AccountStatus order (reconnect_required, error, ..., expiring_soon, healthy), the accounts
+    # switched off last.
+    assert names(await list_accounts(api, sort="status")) == ["again", "err", "soon", "ok", "off"]
+    assert names(await list_accounts(api, sort="-status")) == ["off", "ok", "soon", "err", "again"]
 
 
 async def test_search_finds_house_names_and_usernames_case_insensitively(api: Api) -> None:

@@ -24,7 +24,7 @@ from connector_api.errors import ApiError
 from connector_api.middleware import RequestMiddleware
 from connector_api.oidc import OidcClient
 from connector_api.pages import STATIC_DIR
-from connector_api.routes import accounts, admin, connect, home, login, ops
+from connector_api.routes import accounts, admin, connect, console, home, login, ops
 from connector_api.schemas import ErrorBody, FieldError
 from connector_api.sessions import SessionManager
 from connector_api.settings import ApiSettings
@@ -118,6 +118,7 @@ def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> 
     app.include_router(home.router)
     app.include_router(connect.router)  # before accounts: /ebay-accounts/connect is literal
     app.include_router(accounts.router)
+    app.include_router(console.router)
     app.include_router(admin.router)
     app.include_router(login.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

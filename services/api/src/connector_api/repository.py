@@ -82,8 +82,13 @@ def status_sql(now: datetime) -> ColumnElement[str]:
     )
 
 
-# A status's place in the rules' precedence: sorting by status groups the accounts by it.
-STATUS_RANK: dict[str, int] = {status.value: rank for rank, status in enumerate(AccountStatus)}
+# Sorting by status: the rules' precedence (AccountStatus order, the most urgent first), with
+# the accounts that are switched off or were never connected at the end.
+_LAST = (AccountStatus.NOT_CONNECTED, AccountStatus.DEACTIVATED)
+STATUS_RANK: dict[str, int] = {
+    status.value: rank
+    for rank, status in enumerate([s for s in AccountStatus if s not in _LAST] + list(_LAST))
+}
 
 
 def status_rank_sql(now: datetime) -> ColumnElement[int]:

@@ -111,6 +111,8 @@ class ApiGroup(BaseModel):
     oauth_state_ttl_seconds: int = Field(default=600, ge=60, le=3600)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     declare_streams: bool = True  # declare the JetStream streams at start-up (idempotent)
+    # How often an open admin console asks for fresh counts and rows (one small page of queries).
+    console_refresh_seconds: int = Field(default=10, ge=1, le=3600)
 
     @field_validator("public_url")
     @classmethod

@@ -64,9 +64,10 @@ async def list_accounts(
             description="Part of the house name or eBay username (case-insensitive).",
         ),
     ] = None,
-    sort: Annotated[SortKey, Query(description="Sort key; '-' for descending.")] = (
-        SortKey.HOUSE_NAME
-    ),
+    sort: Annotated[
+        SortKey,
+        Query(description="Sort key; '-' for descending. `status`: the most urgent first."),
+    ] = (SortKey.HOUSE_NAME),
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> AccountPage:

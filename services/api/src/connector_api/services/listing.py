@@ -135,15 +135,30 @@ async def list_accounts(
     return AccountPage(items=items, next_cursor=next_cursor)
 
 
+async def status_counts(session: AsyncSession, ctx: RequestContext) -> dict[AccountStatus, int]:
+    """How many of the caller's accounts are in each status (every status, zero included)."""
+    counts = await repo.status_counts(session, ctx.principal.org_id, ctx.now)
+    return {status: counts.get(status.value, 0) for status in AccountStatus}
+
+
+async def filter_values(session: AsyncSession, ctx: RequestContext) -> tuple[list[str], list[str]]:
+    """The marketplaces and purposes the caller's accounts use (at most 200 of each)."""
+    org_id = ctx.principal.org_id
+    return (
+        await repo.distinct_values(session, org_id, EbayAccount.marketplace_id, 200),
+        await repo.distinct_values(session, org_id, EbayAccount.purpose, 200),
+    )
+
+
 async def summary(session: AsyncSession, ctx: RequestContext) -> AccountSummary:
     """The org's accounts at a glance (one grouped query, two small distinct lists)."""
-    org_id = ctx.principal.org_id
-    counts = await repo.status_counts(session, org_id, ctx.now)
+    counts = await status_counts(session, ctx)
+    marketplaces, purposes = await filter_values(session, ctx)
     return AccountSummary(
         total=sum(counts.values()),
-        by_status={status: counts.get(status.value, 0) for status in AccountStatus},
-        marketplaces=await repo.distinct_values(session, org_id, EbayAccount.marketplace_id, 200),
-        purposes=await repo.distinct_values(session, org_id, EbayAccount.purpose, 200),
+        by_status=counts,
+        marketplaces=marketplaces,
+        purposes=purposes,
     )
 
 
