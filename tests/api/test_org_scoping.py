@@ -62,6 +62,7 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/ebay-accounts/{account_id}/refresh"): Call("write"),
     ("POST", "/ebay-accounts/{account_id}/health-check"): Call("write"),
     ("GET", "/admin"): Call("read"),
+    ("GET", "/admin/accounts/{account_id}"): Call("read"),
     ("POST", "/admin/login"): Call("public", form={"token": "not-a-token"}),
     ("POST", "/admin/logout"): Call("read", form={}),
     ("GET", "/admin/oidc/login"): Call("public"),

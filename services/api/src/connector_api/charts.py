@@ -97,7 +97,7 @@ def timeline(checks: Sequence[Check], start: datetime, end: datetime, window: st
     ]
     points = " ".join(f"{x(c.at)},{y(c.latency_ms)}" for c in checks if c.latency_ms is not None)
     unhealthy = sum(1 for c in checks if c.outcome != "healthy")
-    summary = f"{len(checks)} health checks in the last {window}"
+    summary = f"{len(checks)} health check{'' if len(checks) == 1 else 's'} in the last {window}"
     if checks:
         summary += f": {len(checks) - unhealthy} healthy, {unhealthy} unhealthy"
     if latencies:

@@ -122,7 +122,10 @@ def describe(event_type: str, details: dict[str, Any]) -> tuple[str, str]:
     if event_type == "account.purpose_changed":
         return "Purpose changed", f"{d.get('old_purpose')!r} \u2192 {d.get('new_purpose')!r}{by}"
     if event_type == "health.changed":
-        title = "Turned unhealthy" if d.get("outcome") == "unhealthy" else "Healthy again"
+        if d.get("previous_outcome") is None:
+            title = f"First health check: {d.get('outcome')}"
+        else:
+            title = "Turned unhealthy" if d.get("outcome") == "unhealthy" else "Healthy again"
         return title, str(d.get("reason") or "")
     name = event_type.split(".")[-1].replace("_", " ")
     return name[:1].upper() + name[1:], by.strip()

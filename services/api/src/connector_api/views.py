@@ -198,6 +198,7 @@ async def render_console(
         "connect": connect or FormState(),
         "flash": flash,
         "page_title": query.title(who.org.name),
+        "fragment": fragment,
     }
     template = "console_live.html" if fragment else "console.html"
     return render(request, template, context, status_code)
@@ -232,6 +233,6 @@ async def render_account(
         "flash": flash,
         "page_title": f"{view.account.house_name} · Accounts · eBay connector",
     }
-    fragment = is_fragment(request, "account-live")
+    fragment = context["fragment"] = is_fragment(request, "account-live")
     template = "account_live.html" if fragment else "account.html"
     return render(request, template, context, status_code)

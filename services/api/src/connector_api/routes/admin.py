@@ -255,8 +255,8 @@ async def edit_account(request: Request, app: StateDep, account_id: str) -> Resp
         return await accounts.update_account(db, ctx, target, change)
 
     async def refused(session: AdminSession, ctx: RequestContext, exc: ApiError) -> Response:
-        field = "house_name" if "house name" in exc.message else _field_of(exc)
-        return await _or_missing(again(session, ctx, FormState(typed, {field: exc.message})), app)
+        errors = {_field_of(exc): exc.message}
+        return await _or_missing(again(session, ctx, FormState(typed, errors)), app)
 
     back = refused if form.get("back") == "account" else None
     return await _act(
@@ -272,7 +272,10 @@ async def _or_missing(page: Awaitable[Response], app: AppState) -> Response:
 
 
 def _field_of(exc: ApiError) -> str:
-    return str(getattr(exc, "field", None) or "form")
+    """The form field a refusal is about (a taken house name is a 409 without a field)."""
+    if getattr(exc, "field", None):
+        return str(exc.field)  # type: ignore[attr-defined]
+    return "house_name" if "house name" in exc.message.lower() else "form"
 
 
 def _simple(name: str, run: Callable[..., Awaitable[Any]], done: Callable[[Any], str]) -> None:
