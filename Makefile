@@ -8,12 +8,13 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: install run test lint format browser clean help
+.PHONY: install run test lint format browser screenshots clean help
 
 help:
 	@echo "make run   - start the whole system locally (embedded PostgreSQL + NATS, eBay sandbox, all services)"
 	@echo "make test  - run the whole test suite"
 	@echo "make lint  - ruff + mypy"
+	@echo "make screenshots - pictures of the admin console for docs/ (needs a running make run)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -40,6 +41,13 @@ browser:
 
 test: install browser
 	$(VENV)/bin/pytest
+
+# Screenshots of the admin console and an account page (1400 px and 390 px wide) into
+# docs/screenshots/, from a `make run` running in another terminal. SCREENSHOTS_URL if its API
+# is not on port 8000.
+SCREENSHOTS_URL ?= http://127.0.0.1:8000
+screenshots: install browser
+	$(VENV)/bin/python -m scripts.screenshots --url $(SCREENSHOTS_URL)
 
 lint: install
 	$(VENV)/bin/ruff check .

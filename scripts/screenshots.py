@@ -44,19 +44,17 @@ def _token(args: argparse.Namespace) -> str:
     )
 
 
-async def shoot(args: argparse.Namespace) -> list[Path]:
+async def shoot(args: argparse.Namespace, out: Path, token: str) -> list[Path]:
     """Log in once, then photograph both pages at both widths."""
     from playwright.async_api import async_playwright, expect
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = await browser.new_context(viewport={"width": WIDTHS[0], "height": 900})
         page = await context.new_page()
         await page.goto(f"{args.url}/admin")
-        await page.fill("textarea[name=token]", _token(args))
+        await page.fill("textarea[name=token]", token)
         await page.get_by_role("button", name="Log in").click()
         await expect(page.get_by_test_id("counts")).to_be_visible()
         link = page.locator("table.accounts td.house a", has_text=args.account).first
@@ -88,7 +86,9 @@ def main() -> int:
     if shutil.which(CHROMIUM) is None:
         print(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium", file=sys.stderr)
         return 2
-    for path in asyncio.run(shoot(args)):
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in asyncio.run(shoot(args, out, _token(args))):
         print(path)
     return 0
 

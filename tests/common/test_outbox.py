@@ -152,8 +152,9 @@ async def test_an_accounts_events_are_kept_in_its_history_with_failures_marked(
         org = await make_org(session)
         account = await make_account(session, org)
         ids = {"org_id": org.id, "account_id": account.id, "house_name": account.house_name}
+        refreshed = TokenRefreshed(**ids, access_expires_at=utcnow(), token_version=2)
         events = [
-            TokenRefreshed(**ids, access_expires_at=utcnow(), token_version=2),
+            refreshed,
             TokenRefreshFailed(
                 **ids, error_kind="transient", reason="503", consecutive_failures=1, retry_at=None
             ),
@@ -190,7 +191,7 @@ async def test_an_accounts_events_are_kept_in_its_history_with_failures_marked(
     ]
     assert rows[0].details == {
         "house_name": account.house_name,
-        "access_expires_at": events[0].access_expires_at.isoformat().replace("+00:00", "Z"),
+        "access_expires_at": refreshed.access_expires_at.isoformat().replace("+00:00", "Z"),
         "token_version": 2,
     }
     assert rows[0].occurred_at == events[0].occurred_at
