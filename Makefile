@@ -26,8 +26,10 @@ $(VENV)/.installed: $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.tom
 
 install: $(VENV)/.installed
 
+# The API's port (the other servers pick free ports): `make run API_PORT=8123`.
+API_PORT ?= 8000
 run: install
-	$(VENV)/bin/connector dev
+	$(VENV)/bin/connector dev --api-port $(API_PORT)
 
 # The browser test drives Debian's chromium; install it when we are allowed to.
 browser:
@@ -44,8 +46,8 @@ test: install browser
 
 # Screenshots of the admin console and an account page (1400 px and 390 px wide) into
 # docs/screenshots/, from a `make run` running in another terminal. SCREENSHOTS_URL if its API
-# is not on port 8000.
-SCREENSHOTS_URL ?= http://127.0.0.1:8000
+# is not on port 8000 (or give the same API_PORT as to make run).
+SCREENSHOTS_URL ?= http://127.0.0.1:$(API_PORT)
 screenshots: install browser
 	$(VENV)/bin/python -m scripts.screenshots --url $(SCREENSHOTS_URL)
 
