@@ -12,6 +12,42 @@
     }
   });
 
+  // --- polling never undoes a navigation ---------------------------------------------------------
+  // The live part asks for itself every few seconds; a click (filter, sort, page) asks for a
+  // new view into the same place. An answer older than the last request for that place is
+  // dropped, and no poll starts while a click's answer is on its way: what you chose stays.
+  const flights = {};
+
+  document.addEventListener("htmx:beforeRequest", (event) => {
+    const target = event.detail.target;
+    if (!target || !target.id) return;
+    const flight = (flights[target.id] ||= { seq: 0, navigating: 0 });
+    const poll = event.detail.elt === target;
+    if (poll && flight.navigating) {
+      event.preventDefault();
+      return;
+    }
+    flight.seq += 1;
+    event.detail.xhr.consoleSeq = flight.seq;
+    event.detail.xhr.consoleNavigation = !poll;
+    if (!poll) flight.navigating += 1;
+  });
+
+  document.addEventListener("htmx:beforeSwap", (event) => {
+    const target = event.detail.target;
+    const flight = target && flights[target.id];
+    if (flight && event.detail.xhr.consoleSeq < flight.seq) event.detail.shouldSwap = false;
+  });
+
+  document.addEventListener("htmx:afterRequest", (event) => {
+    const target = event.detail.target;
+    const flight = target && flights[target.id];
+    if (flight && event.detail.xhr.consoleNavigation) {
+      event.detail.xhr.consoleNavigation = false; // count each request once
+      flight.navigating = Math.max(0, flight.navigating - 1);
+    }
+  });
+
   // --- relative times ------------------------------------------------------------------------
   let clockOffset = 0; // server time minus this browser's time, from the last page or update
 
