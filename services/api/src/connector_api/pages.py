@@ -55,10 +55,6 @@ def counts_order() -> list[AccountStatus]:
     return list(reversed(AccountStatus))
 
 
-# Backwards-compatible name (the login page and older templates).
-BADGES = STATUS_TONES
-
-
 def relative(moment: datetime | None, now: datetime) -> str:
     """'in 1h 52m', '3m ago' or an em dash."""
     if moment is None:
