@@ -8,12 +8,13 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: install run test lint format browser promtool asyncapi clean help
+.PHONY: install run test lint format browser promtool asyncapi screenshots clean help
 
 help:
 	@echo "make run   - start the whole system locally (embedded PostgreSQL + NATS, eBay sandbox, all services)"
 	@echo "make test  - run the whole test suite"
 	@echo "make lint  - ruff + mypy"
+	@echo "make screenshots - pictures of the admin console for docs/ (needs a running make run)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -25,8 +26,10 @@ $(VENV)/.installed: $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.tom
 
 install: $(VENV)/.installed
 
+# The API's port (the other servers pick free ports): `make run API_PORT=8123`.
+API_PORT ?= 8000
 run: install
-	$(VENV)/bin/connector dev
+	$(VENV)/bin/connector dev --api-port $(API_PORT)
 
 # The browser test drives Debian's chromium; install it when we are allowed to.
 browser:
@@ -59,6 +62,13 @@ test: install browser promtool
 # The AsyncAPI document of every NATS subject, generated from the typed models.
 asyncapi: install
 	$(VENV)/bin/python -m connector_common.asyncapi docs/asyncapi.yaml
+
+# Screenshots of the admin console and an account page (1400 px and 390 px wide) into
+# docs/screenshots/, from a `make run` running in another terminal. SCREENSHOTS_URL if its API
+# is not on port 8000 (or give the same API_PORT as to make run).
+SCREENSHOTS_URL ?= http://127.0.0.1:$(API_PORT)
+screenshots: install browser
+	$(VENV)/bin/python -m scripts.screenshots --url $(SCREENSHOTS_URL)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -153,7 +153,10 @@ async def everything(api: Api) -> dict[str, list[tuple[Any, ...]]]:
         ).scalars()
         found = {}
         for table in sorted(tables):
-            rows = await connection.execute(text(f'SELECT * FROM "{table}"'))  # noqa: S608
+            # The outbox relay publishes in the background: its bookkeeping columns move on
+            # their own, so "nothing changed" compares what the rows say, not their delivery.
+            columns = "id, subject, payload, headers, created_at" if table == "outbox" else "*"
+            rows = await connection.execute(text(f'SELECT {columns} FROM "{table}"'))  # noqa: S608
             found[table] = sorted((tuple(str(v) for v in row) for row in rows), key=repr)
         return found
 

@@ -49,7 +49,7 @@ async def test_the_served_assets_are_the_pinned_files_of_the_wheel(api: Api) -> 
         ("swagger-ui.css", "text/css"),
         ("redoc.standalone.js", "javascript"),
     ):
-        served = await api.client.get(f"/static/vendor/{name}")
+        served = await api.client.get(f"/static/api-docs/{name}")
         assert kind in served.headers["content-type"]
         assert served.content == (VENDOR_DIR / name).read_bytes()
 

@@ -12,6 +12,7 @@ import pytest
 from connector_common.db.engine import unit_of_work
 from connector_common.db.models import EbayToken, HealthCheck
 from connector_common.events import utcnow
+from connector_common.status import AccountStatus
 from tests.api.conftest import Api, seed_account
 
 
@@ -26,6 +27,9 @@ async def list_accounts(api: Api, **params: Any) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+STATUSES = [status.value for status in AccountStatus]
 
 
 def names(page: dict[str, Any]) -> list[str]:
@@ -167,11 +171,17 @@ async def test_list_sorts_by_name_creation_and_token_expiry(api: Api) -> None:
 
 
 @pytest.mark.parametrize(
-    "sort", ["house_name", "-created_at", "token_expires_at", "-last_health_at"]
+    "sort",
+    ["house_name", "-created_at", "token_expires_at", "-last_health_at", "status", "-status"],
 )
 async def test_cursor_pagination_visits_every_account_once(api: Api, sort: str) -> None:
     for i in range(7):
-        await seed_account(api, f"house-{i}", token=i % 3 != 0)
+        await seed_account(
+            api,
+            f"house-{i}",
+            token=i % 3 != 0,
+            token_last_refresh_error=("503" if i == 4 else None),
+        )
     seen: list[str] = []
     cursor = None
     for _ in range(10):
@@ -185,6 +195,59 @@ async def test_cursor_pagination_visits_every_account_once(api: Api, sort: str) 
             break
     assert sorted(seen) == [f"house-{i}" for i in range(7)]
     assert len(seen) == 7
+
+
+async def test_list_sorts_by_status_in_the_rules_order(api: Api) -> None:
+    await seed_account(api, "ok")
+    await seed_account(api, "err", token_last_refresh_error="eBay 503")
+    await seed_account(api, "again", token_reconnect_required_at=utcnow())
+    await seed_account(api, "soon", token_expires_in=timedelta(minutes=5))
+    await seed_account(api, "off", is_active=False, deactivated_at=utcnow())
+    # AccountStatus order (reconnect_required, error, ..., expiring_soon, healthy), the accounts
+    # switched off last.
+    assert names(await list_accounts(api, sort="status")) == ["again", "err", "soon", "ok", "off"]
+    assert names(await list_accounts(api, sort="-status")) == ["off", "ok", "soon", "err", "again"]
+
+
+async def test_search_finds_house_names_and_usernames_case_insensitively(api: Api) -> None:
+    await seed_account(api, "Montreal", username="maple_parts")
+    await seed_account(api, "Toronto", username="ontario_mtl_shop")
+    await seed_account(api, "Berlin", username="spree_50%_off")
+    assert names(await list_accounts(api, search="MONT")) == ["Montreal"]
+    assert names(await list_accounts(api, search="mtl")) == ["Toronto"]
+    assert names(await list_accounts(api, search="o")) == ["Berlin", "Montreal", "Toronto"]
+    # LIKE's wildcards are plain characters here.
+    assert names(await list_accounts(api, search="50%")) == ["Berlin"]
+    assert names(await list_accounts(api, search="_")) == ["Berlin", "Montreal", "Toronto"]
+    assert names(await list_accounts(api, search="%")) == ["Berlin"]
+
+
+async def test_search_is_part_of_the_cursor(api: Api) -> None:
+    for i in range(4):
+        await seed_account(api, f"shop-{i}")
+    cursor = (await list_accounts(api, limit=1, search="shop"))["next_cursor"]
+    response = await api.client.get(
+        "/ebay-accounts", params={"cursor": cursor, "search": "shop-3"}, headers=api.auth()
+    )
+    assert response.status_code == 422
+
+
+async def test_summary_counts_every_status_and_lists_marketplaces_and_purposes(api: Api) -> None:
+    await seed_account(api, "a", purpose="orders", marketplace_id="EBAY_GB")
+    await seed_account(api, "b", purpose="returns", marketplace_id="EBAY_DE")
+    await seed_account(api, "c", purpose="", token_expires_in=timedelta(minutes=5))
+    await seed_account(api, "d", purpose="orders", is_active=False, deactivated_at=utcnow())
+    response = await api.client.get("/ebay-accounts/summary", headers=api.auth(role="viewer"))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["total"] == 4
+    assert body["by_status"]["healthy"] == 2
+    assert body["by_status"]["expiring_soon"] == 1
+    assert body["by_status"]["deactivated"] == 1
+    assert body["by_status"]["reconnect_required"] == 0  # every status, zero included
+    assert set(body["by_status"]) == set(STATUSES)
+    assert body["marketplaces"] == ["EBAY_DE", "EBAY_GB", "EBAY_US"]
+    assert body["purposes"] == ["orders", "returns"]
 
 
 async def test_tampered_or_foreign_cursor_is_422(api: Api) -> None:
@@ -215,6 +278,8 @@ async def test_a_cursor_with_non_ascii_characters_is_422(api: Api) -> None:
         {"status": "bogus"},
         {"marketplace": "x"},
         {"purpose": "orders\x00"},  # PostgreSQL text cannot hold NUL: a 500 before
+        {"search": "shop\x00"},
+        {"search": "x" * 101},
     ],
 )
 async def test_bad_list_parameters_are_422_with_the_field(api: Api, params: dict[str, Any]) -> None:

@@ -92,8 +92,8 @@ async def test_the_admin_page_shows_the_budget_line_to_admins_only(api: Api) -> 
 async def test_the_admin_page_warns_of_reconsent_with_a_reconnect_call_to_action(
     api: Api,
 ) -> None:
-    await seed_account(api, "Soon", token_refresh_expires_in=timedelta(days=12))
-    await seed_account(api, "Later", token_refresh_expires_in=timedelta(days=300))
+    soon = await seed_account(api, "Soon", token_refresh_expires_in=timedelta(days=12))
+    later = await seed_account(api, "Later", token_refresh_expires_in=timedelta(days=300))
     admin = await login(api)
     page = (await admin.get("/admin")).text
     assert 'data-testid="reconsent-banner"' in page
@@ -102,7 +102,11 @@ async def test_the_admin_page_warns_of_reconsent_with_a_reconnect_call_to_action
     filtered = (await admin.get("/admin", params={"status": "reconsent_due"})).text
     assert 'data-house-name="Soon"' in filtered
     assert 'data-house-name="Later"' not in filtered
-    assert 'data-testid="reconnect-cta"' in filtered
+    # The account's page makes Reconnect its call to action.
+    assert 'data-testid="reconnect-cta"' in (await admin.get(f"/admin/accounts/{soon.id}")).text
+    assert (
+        'data-testid="reconnect-cta"' not in (await admin.get(f"/admin/accounts/{later.id}")).text
+    )
 
 
 @pytest.fixture

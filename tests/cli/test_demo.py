@@ -1,5 +1,6 @@
 """The demo `connector dev` seeds: sellers on several marketplaces connected through the real
-flow, idempotent across restarts (reconnect, never a duplicate), and a token that logs in."""
+flow, idempotent across restarts (a connected account is left alone, a broken one repaired,
+never a duplicate), and a token that logs in."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from connector_common.settings import EbaySettings
@@ -77,9 +79,10 @@ def test_demo_connects_sellers_on_several_marketplaces_and_prints_a_token(
     assert f"org '{DEMO_ORG}'" in out.err
 
 
-def test_demo_run_again_reconnects_without_duplicates(
+def test_demo_run_again_leaves_connected_accounts_alone_and_repairs_broken_ones(
     system: tuple[list[ServiceProcess], dict[str, str]],
     sandbox: SandboxHandle,
+    database_url: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -88,18 +91,24 @@ def test_demo_run_again_reconnects_without_duplicates(
     token = capsys.readouterr().out.strip().splitlines()[-1]
     first = accounts(services[1].url or "", token)
     seed(services, env, tmp_path, NeverStop())
-    assert "reconnected" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert said.count("already connected") == len(DEMO_ACCOUNTS)
+    assert "reconnected" not in said
     again = accounts(services[1].url or "", token)
-    assert {k: v["id"] for k, v in again.items()} == {k: v["id"] for k, v in first.items()}
-    # A restarted sandbox has new users: stale demo accounts are replaced, not duplicated.
-    sandbox.reset()
-    sandbox.register_app(
-        sandbox.client_id,
-        sandbox.client_secret,
-        sandbox.ru_name,
-        f"{services[1].url}/ebay/oauth/callback",
-    )
+    assert again == first  # not even new tokens: nothing a user sees changes
+    # An account that needs a new consent is reconnected (same id), the others left alone.
+    dsn = database_url.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "UPDATE ebay_tokens SET reconnect_required_at = now(), refresh_enabled = false"
+            " WHERE account_id = %s",
+            (str(first["London"]["id"]),),
+        )
+    assert accounts(services[1].url or "", token)["London"]["status"] == "reconnect_required"
     seed(services, env, tmp_path, NeverStop())
-    replaced = accounts(services[1].url or "", token)
-    assert set(replaced) == set(first)
-    assert all(replaced[k]["status"] == "healthy" for k in replaced)
+    said = capsys.readouterr().err
+    assert "London (demo_uk_seller): reconnected" in said
+    assert said.count("already connected") == len(DEMO_ACCOUNTS) - 1
+    repaired = accounts(services[1].url or "", token)
+    assert repaired["London"]["id"] == first["London"]["id"]
+    assert repaired["London"]["status"] == "healthy"

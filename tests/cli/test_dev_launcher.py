@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -85,11 +87,44 @@ def test_infra_prints_urls_and_stops_cleanly(tmp_path: Path) -> None:
     assert processes_using(data) == []
 
 
-def test_dev_generates_a_key_once_and_leaves_no_orphans_on_ctrl_c(tmp_path: Path) -> None:
+def _api_and_token(lines: list[str]) -> tuple[str, str]:
+    api = next(line for line in lines if "admin page: " in line)
+    url = api.split("admin page: ", 1)[1].split("/admin", 1)[0].strip()
+    token = next(line.strip() for line in lines if line.startswith("eyJ"))
+    return url, token
+
+
+def _accounts(url: str, token: str) -> dict[str, dict[str, Any]]:
+    response = httpx.get(
+        f"{url}/ebay-accounts",
+        params={"limit": 200},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return {a["house_name"]: a for a in response.json()["items"]}
+
+
+def _wait_refreshed(url: str, token: str, house: str, after: str | None) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        account = _accounts(url, token)[house]
+        refreshed = (account["token"] or {}).get("last_refreshed_at")
+        if refreshed and refreshed != after:
+            return account
+        time.sleep(0.25)  # polling the API with a deadline
+    raise AssertionError(f"{house} was not refreshed after the restart")
+
+
+def test_dev_restart_keeps_keys_and_every_account_as_it_was_and_leaves_no_orphans(
+    tmp_path: Path,
+) -> None:
     data = tmp_path / "data"
     process = start(["dev", "--data-dir", str(data), "--api-port", "0"], tmp_path)
     try:
         lines = read_until(process, "everything is up")
+        url, token = _api_and_token(lines)
+        before = _accounts(url, token)
     except AssertionError:
         process.kill()
         raise
@@ -102,15 +137,36 @@ def test_dev_generates_a_key_once_and_leaves_no_orphans_on_ctrl_c(tmp_path: Path
     assert process.returncode == 0
     assert processes_using(data) == []
     first_key = key_file.read_text()
+    assert len(before) == 6
 
     again = start(["dev", "--data-dir", str(data), "--api-port", "0"], tmp_path)
     try:
         lines = read_until(again, "everything is up")
+        url, token = _api_and_token(lines)
+        after = _accounts(url, token)
+        # The refresh tokens from before the restart still refresh.
+        house = "London"
+        auth = {"Authorization": f"Bearer {token}"}
+        asked = httpx.post(f"{url}/ebay-accounts/{after[house]['id']}/refresh", headers=auth)
+        assert asked.status_code == 202, asked.text
+        refreshed = _wait_refreshed(url, token, house, after[house]["token"]["last_refreshed_at"])
     finally:
         stop_and_wait(again, signal.SIGTERM)
     assert not any("generated a development token" in line for line in lines)
     assert key_file.read_text() == first_key
     assert processes_using(data) == []
+    # Every account as it was: same ids, same eBay users, connected once, no new consent.
+    said = "".join(lines)
+    assert said.count("already connected") == 6, said
+    assert "reconnected" not in said
+    assert "replaced" not in said
+    keep = ("id", "ebay_user_id", "username", "marketplace_id", "connected_at", "is_active")
+    assert {h: {k: a[k] for k in keep} for h, a in after.items()} == {
+        h: {k: a[k] for k in keep} for h, a in before.items()
+    }
+    assert all(a["status"] in ("healthy", "expiring_soon") for a in after.values()), after
+    assert refreshed["status"] in ("healthy", "expiring_soon")
+    assert refreshed["token"]["last_refresh_error"] is None
 
 
 def test_migrate_command_reports_the_revision(pg_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

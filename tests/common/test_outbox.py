@@ -130,3 +130,89 @@ async def test_commands_collapse_on_their_dedup_id(
             )
     assert await OutboxRelay(sessions, js).publish_pending() == 3
     assert await stream_messages(js, topology.work_stream) == 1
+
+
+async def test_an_accounts_events_are_kept_in_its_history_with_failures_marked(
+    engine: AsyncEngine, topology: Topology
+) -> None:
+    from datetime import timedelta
+
+    from connector_common.db.models import AccountHistory, EbayAccount
+    from connector_common.events import (
+        AccountDeleted,
+        HealthChanged,
+        HealthChecked,
+        TokenRefreshed,
+        TokenRefreshFailed,
+        utcnow,
+    )
+
+    sessions = create_session_factory(engine)
+    async with unit_of_work(sessions) as session:
+        org = await make_org(session)
+        account = await make_account(session, org)
+        ids = {"org_id": org.id, "account_id": account.id, "house_name": account.house_name}
+        refreshed = TokenRefreshed(**ids, access_expires_at=utcnow(), token_version=2)
+        events = [
+            refreshed,
+            TokenRefreshFailed(
+                **ids, error_kind="transient", reason="503", consecutive_failures=1, retry_at=None
+            ),
+            HealthChecked(
+                **ids,
+                outcome="healthy",
+                checked_at=utcnow(),
+                latency_ms=5,
+                http_status=200,
+                ebay_error_code=None,
+                ebay_request_id=None,
+                api="trading",
+            ),
+            HealthChanged(**ids, previous_outcome="healthy", outcome="unhealthy"),
+            HealthChanged(**ids, previous_outcome="unhealthy", outcome="healthy"),
+            AccountDeleted(**ids, actor="alice"),
+        ]
+        for event in events:
+            enqueue_event(session, event, topology.namespace)
+    async with sessions() as session:
+        rows = (
+            await session.scalars(
+                select(AccountHistory)
+                .where(AccountHistory.account_id == account.id)
+                .order_by(AccountHistory.id)
+            )
+        ).all()
+    # health.checked lives in health_checks; account.deleted has no account left.
+    assert [(r.type, r.failure) for r in rows] == [
+        ("token.refreshed", False),
+        ("token.refresh_failed", True),
+        ("health.changed", True),
+        ("health.changed", False),
+    ]
+    assert rows[0].details == {
+        "house_name": account.house_name,
+        "access_expires_at": refreshed.access_expires_at.isoformat().replace("+00:00", "Z"),
+        "token_version": 2,
+    }
+    assert rows[0].occurred_at == events[0].occurred_at
+
+    # Old entries are purged with the published outbox rows; deleting the account removes the
+    # rest (an entry may be written before its account row in one transaction: checked at commit).
+    async with unit_of_work(sessions) as session:
+        first = await session.get(AccountHistory, rows[0].id)
+        assert first is not None
+        first.occurred_at = utcnow() - timedelta(days=8)
+    await OutboxRelay(sessions, None, history_retention=timedelta(days=7)).purge_published()  # type: ignore[arg-type]
+    async with unit_of_work(sessions) as session:
+        left = (
+            await session.scalars(
+                select(AccountHistory.type).where(AccountHistory.account_id == account.id)
+            )
+        ).all()
+        assert len(left) == 3
+        await session.delete(await session.get(EbayAccount, account.id))
+    async with sessions() as session:
+        count = await session.scalar(
+            select(func.count()).where(AccountHistory.account_id == account.id)
+        )
+    assert count == 0

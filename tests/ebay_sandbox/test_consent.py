@@ -102,6 +102,71 @@ async def test_agree_without_a_seller_shows_the_page_again(
     assert "Pick a seller" in response.text
 
 
+async def test_agree_as_a_new_test_seller_creates_it_on_the_chosen_marketplace(
+    sandbox: SandboxHandle, browser: httpx.AsyncClient, ebay_client: EbayClient
+) -> None:
+    page = await _open_consent(browser, ebay_client)
+    assert 'value="new"' in page
+    assert '<option value="2">EBAY_CA (Canada, site 2)</option>' in page
+    fields = _form_fields(page)
+    response = await browser.post(
+        "/oauth2/authorize",
+        data={
+            **fields,
+            "account": "new",
+            "seller": "demo_us_seller",  # the list always sends a value; "new" wins
+            "new_username": "montreal_parts",
+            "new_site": "2",
+            "decision": "agree",
+        },
+    )
+    assert response.status_code == 302, response.text
+    code = parse_qs(urlsplit(response.headers["location"]).query)["code"][0]
+    token = await ebay_client.exchange_code(code)
+    user = await ebay_client.identity_user(token.access_token.get_secret_value())
+    assert user.username == "montreal_parts"
+    assert user.registration_marketplace_id == "EBAY_CA"
+    created = {s["username"]: s for s in sandbox.sellers()}["montreal_parts"]
+    assert created["user_id"] == user.user_id
+    assert created["site_id"] == 2
+
+
+@pytest.mark.parametrize(
+    ("username", "says"),
+    [
+        ("", "Give the new test seller a username."),
+        ("ab", "A username has 6 to 64"),
+        ("demo_uk_seller", "A seller named &#x27;demo_uk_seller&#x27; exists already"),
+    ],
+)
+async def test_a_refused_new_test_seller_shows_why_and_keeps_what_was_typed(
+    sandbox: SandboxHandle,
+    browser: httpx.AsyncClient,
+    ebay_client: EbayClient,
+    username: str,
+    says: str,
+) -> None:
+    fields = _form_fields(await _open_consent(browser, ebay_client))
+    before = len(sandbox.sellers())
+    response = await browser.post(
+        "/oauth2/authorize",
+        data={
+            **fields,
+            "account": "new",
+            "new_username": username,
+            "new_site": "77",
+            "decision": "agree",
+        },
+    )
+    assert response.status_code == 400
+    assert says in response.text
+    assert f'name="new_username" value="{username}"' in response.text
+    assert '<option value="77" selected>' in response.text
+    assert 'id="account-new" name="account" value="new" checked' in response.text
+    assert _form_fields(response.text)["state"] == "csrf-state-1"
+    assert len(sandbox.sellers()) == before
+
+
 @pytest.mark.parametrize(
     ("param", "value"),
     [

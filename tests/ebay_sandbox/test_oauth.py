@@ -80,6 +80,36 @@ async def test_refresh_answer_has_no_new_refresh_token(
     assert set(response.json()) == {"access_token", "expires_in", "token_type"}
 
 
+@pytest.mark.parametrize("scope", [None, "", "  "])
+async def test_refresh_without_a_scope_is_granted_the_consented_scopes(
+    http: httpx.AsyncClient, sandbox: SandboxHandle, scope: str | None
+) -> None:
+    tokens = await _exchange(http, sandbox)
+    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    if scope is not None:
+        form["scope"] = scope
+    response = await _token(http, sandbox, form)
+    assert response.status_code == 200, response.text
+    access = response.json()["access_token"]
+    # "As granted": the new token carries every consented scope, so the Identity API works.
+    assert sandbox.state.access[access].scopes == frozenset(sandbox.scopes)
+    me = await http.get(
+        "/commerce/identity/v1/user/", headers={"Authorization": f"Bearer {access}"}
+    )
+    assert me.status_code == 200
+
+
+async def test_refresh_with_a_scope_wider_than_granted_gets_invalid_scope(
+    http: httpx.AsyncClient, sandbox: SandboxHandle
+) -> None:
+    tokens = await _exchange(http, sandbox)
+    wider = " ".join([*sandbox.scopes, "https://api.ebay.com/oauth/api_scope/sell.inventory"])
+    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "scope": wider}
+    response = await _token(http, sandbox, form)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_scope"
+
+
 async def test_token_lifetime_is_configurable(
     http: httpx.AsyncClient, sandbox: SandboxHandle
 ) -> None:
@@ -127,7 +157,7 @@ async def test_revoked_refresh_token_gets_invalid_grant(
     ("form", "error"),
     [
         ({"grant_type": "password"}, "unsupported_grant_type"),
-        ({"grant_type": "refresh_token", "refresh_token": "x"}, "invalid_request"),
+        ({"grant_type": "refresh_token", "scope": "x"}, "invalid_request"),
         ({"grant_type": "authorization_code", "code": "x"}, "invalid_request"),
         ({"grant_type": "client_credentials"}, "invalid_request"),
         (

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 from nats.js import JetStreamContext
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from connector_common.db.engine import SessionFactory, unit_of_work
-from connector_common.db.models import OutboxMessage
+from connector_common.db.models import AccountHistory, OutboxMessage
 from connector_common.events import (
     AppEvent,
     CheckHealth,
@@ -34,8 +35,32 @@ from connector_common.telemetry import inject_trace_headers
 log = get_logger(__name__)
 
 
+# Events an account's history keeps (health.checked is in health_checks already; an
+# account.deleted event has no account left to belong to). A new event type is not recorded
+# until it is named here.
+HISTORY_TYPES = frozenset(
+    {
+        "account.connected",
+        "account.reconnected",
+        "account.renamed",
+        "account.purpose_changed",
+        "account.deactivated",
+        "account.reactivated",
+        "account.reconnect_required",
+        "token.refreshed",
+        "token.refresh_failed",
+        "health.changed",
+        "account.reconsent_due",
+        "account.username_changed",  # personal data: the eBay account deletion purges it
+        "account.deleted_by_ebay",
+    }
+)
+_ENVELOPE = {"event_id", "org_id", "account_id", "occurred_at", "version"}
+
+
 def enqueue_event(session: AsyncSession, event: Event | AppEvent, namespace: str) -> None:
-    """Add an event to the outbox in the caller's transaction (the event id is the row id)."""
+    """Add an event to the outbox in the caller's transaction (the event id is the row id),
+    and an account's event to that account's history."""
     session.add(
         OutboxMessage(
             id=event.event_id,
@@ -44,6 +69,25 @@ def enqueue_event(session: AsyncSession, event: Event | AppEvent, namespace: str
             headers=inject_trace_headers(),
         )
     )
+    if isinstance(event, Event) and event.type in HISTORY_TYPES:
+        details = event.model_dump(mode="json", exclude=_ENVELOPE)
+        session.add(
+            AccountHistory(
+                org_id=event.org_id,
+                account_id=event.account_id,
+                occurred_at=event.occurred_at,
+                type=event.type,
+                failure=is_failure(event.type, details),
+                details=details,
+            )
+        )
+
+
+def is_failure(event_type: str, details: dict[str, Any]) -> bool:
+    """Whether a history entry is a failure (listed among an org's last failures)."""
+    if event_type in ("token.refresh_failed", "account.reconnect_required"):
+        return True
+    return event_type == "health.changed" and details.get("outcome") == "unhealthy"
 
 
 def enqueue_command(
@@ -73,6 +117,7 @@ class OutboxRelay:
         poll_interval: float = 0.5,
         publish_timeout: float = 5.0,
         retention: timedelta = timedelta(days=1),
+        history_retention: timedelta = timedelta(days=7),
         on_cycle: Callable[[], Awaitable[None] | None] | None = None,
     ) -> None:
         self._sessions = sessions
@@ -81,6 +126,7 @@ class OutboxRelay:
         self._poll_interval = poll_interval
         self._publish_timeout = publish_timeout
         self._retention = retention
+        self._history_retention = history_retention
         self._wake = asyncio.Event()
         self._on_cycle = on_cycle
         self._cycles = 0
@@ -161,10 +207,16 @@ class OutboxRelay:
         )
 
     async def purge_published(self) -> int:
-        """Delete rows published longer ago than the retention; returns how many."""
+        """Delete rows published longer ago than the retention, and account history older than
+        its own; returns how many outbox rows went."""
         async with unit_of_work(self._sessions) as session:
             result = await session.execute(
                 delete(OutboxMessage).where(OutboxMessage.published_at < utcnow() - self._retention)
+            )
+            await session.execute(
+                delete(AccountHistory).where(
+                    AccountHistory.occurred_at < utcnow() - self._history_retention
+                )
             )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 

@@ -2,10 +2,10 @@
 connected through the real flow (connect → consent URL → the sandbox's consent → our callback,
 as eBay's redirect would), then a token and the admin page URL for the person at the terminal.
 
-Idempotent across restarts: an account already connected is reconnected (same account id, new
-tokens), never duplicated. The sandbox keeps its state in memory but derives its demo sellers'
-user ids from their names, so after a restart they are the same eBay users and are reconnected;
-a demo account whose seller no longer exists (another sandbox) is replaced.
+Idempotent across restarts: the sandbox keeps its sellers, consents and tokens in the data
+folder, so an account that is already connected is left exactly as it is. Only what cannot work
+is repaired: a demo account that needs a new consent is reconnected (same account id), and one
+whose seller no longer exists (the sandbox's state file was removed) is replaced.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ DEMO_ACCOUNTS: tuple[tuple[str, str, str], ...] = (
     ("Motors", "demo_motors_seller", "eBay Motors parts"),
 )
 READY_TIMEOUT = 90.0
+# Statuses a demo account only leaves through a new consent (anything else heals by itself).
+NEEDS_CONSENT = frozenset({"reconnect_required", "not_connected"})
 
 
 class StopFlag(Protocol):
@@ -134,10 +136,15 @@ class Demo:
         return str(user_id) if user_id else None
 
     def connect(self, house_name: str, seller: str, purpose: str) -> str:
-        """Connect (or reconnect) one demo account; says what happened."""
+        """Connect one demo account unless it is connected already; says what happened."""
         existing = self._accounts().get(house_name.lower())
         replaced = False
-        if existing is not None and existing["ebay_user_id"] != self._seller_user_id(seller):
+        same_seller = existing is not None and existing["ebay_user_id"] == self._seller_user_id(
+            seller
+        )
+        if same_seller and existing is not None and existing["status"] not in NEEDS_CONSENT:
+            return "already connected"
+        if existing is not None and not same_seller:
             # The sandbox restarted with new users: this account's seller is gone for good.
             gone = self.http.delete(f"{self.api}/ebay-accounts/{existing['id']}", headers=self.auth)
             self._check(gone, "remove the stale demo account")

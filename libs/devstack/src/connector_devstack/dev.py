@@ -363,6 +363,9 @@ def _plan_services(env: dict[str, str], api_port: int) -> list[ServiceProcess]:
                     "connector-dev-runame",
                     "--accept-url",
                     f"{api_url}/ebay/oauth/callback",
+                    # Sellers, consents and tokens survive a restart of `make run`.
+                    "--state-file",
+                    str(Path(env["CONNECTOR_DATA_DIR"]) / "ebay-sandbox.sqlite3"),
                 ],
                 sandbox_env,
                 url=f"http://127.0.0.1:{port}",

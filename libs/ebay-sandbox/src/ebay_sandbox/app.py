@@ -1,4 +1,4 @@
-"""The sandbox ASGI app: eBay's routes, the control API, one in-memory state."""
+"""The sandbox ASGI app: eBay's routes, the control API, one state (optionally on disk)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ class Sandbox:
         self.state = SandboxState(config)
         self.faults = FaultBook()
         self.notifications = NotificationHub()  # Marketplace Account Deletion
+
+    def close(self) -> None:
+        """Write the state file's last changes and close it (no-op in memory)."""
+        self.state.close()
 
 
 def create_app(config: SandboxConfig | None = None) -> Starlette:

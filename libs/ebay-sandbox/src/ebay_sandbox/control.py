@@ -150,8 +150,7 @@ class ControlRoutes:
     async def suspend(self, request: Request) -> Response:
         body = await _body(request)
         seller = self.state.seller(request.path_params["username"])
-        with self.state.lock:
-            seller.suspended = bool(body.get("suspended", True))
+        self.state.suspend_seller(seller, bool(body.get("suspended", True)))
         return JSONResponse(seller.public())
 
     async def rename(self, request: Request) -> Response:

@@ -2,10 +2,11 @@
 
     connector sandbox --port 8081 [--host 127.0.0.1] [--token-lifetime SECONDS]
         [--client-id ID --client-secret SECRET --ru-name RUNAME --accept-url URL
-         [--decline-url URL]] [--no-demo-sellers]
+         [--decline-url URL]] [--no-demo-sellers] [--state-file PATH]
 
 The secret may also come from ``EBAY_SANDBOX_CLIENT_SECRET`` (keeps it out of ``ps``).
-SIGTERM and Ctrl-C stop it cleanly (uvicorn's own signal handling).
+SIGTERM and Ctrl-C stop it cleanly (uvicorn's own signal handling). With ``--state-file``, its
+sellers, consents and tokens are kept in that SQLite file and are there again after a restart.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import uvicorn
 
 from ebay_sandbox.app import create_app
 from ebay_sandbox.state import AppRegistration, SandboxConfig
+from ebay_sandbox.store import StateFileBusy
 
 SECRET_ENV = "EBAY_SANDBOX_CLIENT_SECRET"  # noqa: S105 - a variable name
 
@@ -61,6 +65,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-url", help="where consent redirects for that RuName")
     p.add_argument("--decline-url", help="where a declined consent redirects (default: accept)")
     p.add_argument("--no-demo-sellers", action="store_true", help="start without demo sellers")
+    p.add_argument(
+        "--state-file",
+        type=Path,
+        help="keep sellers, consents and tokens in this SQLite file across restarts",
+    )
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -93,6 +102,7 @@ def config_from_args(args: argparse.Namespace, p: argparse.ArgumentParser) -> Sa
         access_token_lifetime=args.token_lifetime,
         apps=apps,
         demo_sellers=not args.no_demo_sellers,
+        state_file=args.state_file,
     )
 
 
@@ -101,9 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(list(argv) if argv is not None else None)
     config = config_from_args(args, p)
+    try:
+        app = create_app(config)
+    except (StateFileBusy, ValueError, OSError, sqlite3.Error) as exc:
+        print(f"connector sandbox: cannot use the state file: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(config),
+            app,
             host=args.host,
             port=args.port,
             log_level=args.log_level,
@@ -117,7 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # uvicorn handles SIGTERM (graceful shutdown), then re-raises it to the handler that was
     # installed before it ran; a no-op one there makes SIGTERM a clean exit with status 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    server.run()
+    try:
+        server.run()
+    finally:
+        app.state.sandbox.close()
     return 0 if server.started else 1
 
 

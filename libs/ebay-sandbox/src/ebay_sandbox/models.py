@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from ebay_sandbox.sites import SandboxSite
+from ebay_sandbox.sites import SandboxSite, site_for
 
 ACCESS_TOKEN_LIFETIME = 7200
 REFRESH_TOKEN_LIFETIME = 47_304_000
@@ -65,6 +67,21 @@ class AppRegistration:
     accept_url: str
     decline_url: str | None = None
 
+    def record(self) -> dict[str, Any]:
+        """What the state file keeps."""
+        return {
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "ru_name": self.ru_name,
+            "accept_url": self.accept_url,
+            "decline_url": self.decline_url,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> AppRegistration:
+        """Back from the state file."""
+        return cls(**record)
+
 
 @dataclass
 class SandboxConfig:
@@ -77,6 +94,8 @@ class SandboxConfig:
     demo_sellers: bool = True
     rotate_refresh_tokens: bool = False
     rate_limit_headers: bool = True
+    # Where the state is kept across restarts (SQLite); None keeps it in memory only.
+    state_file: Path | None = None
 
 
 @dataclass
@@ -110,6 +129,38 @@ class Seller:
             "suspended": self.suspended,
         }
 
+    def record(self) -> dict[str, Any]:
+        """What the state file keeps."""
+        return {
+            "user_id": self.user_id,
+            "username": self.username,
+            "site_id": self.site.site_id,
+            "eias_token": self.eias_token,
+            "email": self.email,
+            "account_type": self.account_type,
+            "store_owner": self.store_owner,
+            "suspended": self.suspended,
+            "registration_date": self.registration_date.isoformat(),
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Seller:
+        """Back from the state file."""
+        site = site_for(record["site_id"])
+        if site is None:
+            raise ValueError(f"unknown site {record['site_id']!r} in the state file")
+        return cls(
+            user_id=record["user_id"],
+            username=record["username"],
+            site=site,
+            eias_token=record["eias_token"],
+            email=record["email"],
+            account_type=record["account_type"],
+            store_owner=record["store_owner"],
+            suspended=record["suspended"],
+            registration_date=datetime.fromisoformat(record["registration_date"]),
+        )
+
 
 @dataclass
 class Grant:
@@ -121,6 +172,25 @@ class Grant:
     refresh_token: str
     refresh_expires_at: float
     revoked: bool = False
+    # Stable across refresh token rotation: how access tokens name their grant on disk.
+    grant_id: str = field(default_factory=lambda: secrets.token_hex(8))
+
+    def record(self) -> dict[str, Any]:
+        """What the state file keeps."""
+        return {
+            "grant_id": self.grant_id,
+            "seller_id": self.seller_id,
+            "client_id": self.client_id,
+            "scopes": sorted(self.scopes),
+            "refresh_token": self.refresh_token,
+            "refresh_expires_at": self.refresh_expires_at,
+            "revoked": self.revoked,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Grant:
+        """Back from the state file."""
+        return cls(**{**record, "scopes": frozenset(record["scopes"])})
 
 
 @dataclass
@@ -143,6 +213,28 @@ class AccessGrant:
             return "expired"
         return None
 
+    def record(self) -> dict[str, Any]:
+        """What the state file keeps (the grant by its id)."""
+        return {
+            "client_id": self.client_id,
+            "scopes": sorted(self.scopes),
+            "expires_at": self.expires_at,
+            "grant_id": self.grant.grant_id if self.grant else None,
+            "invalid_reason": self.invalid_reason,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], grants: dict[str, Grant]) -> AccessGrant:
+        """Back from the state file; ``grants`` by grant id."""
+        grant_id = record["grant_id"]
+        return cls(
+            client_id=record["client_id"],
+            scopes=frozenset(record["scopes"]),
+            expires_at=record["expires_at"],
+            grant=grants.get(grant_id) if grant_id else None,
+            invalid_reason=record["invalid_reason"],
+        )
+
 
 @dataclass
 class Code:
@@ -153,6 +245,21 @@ class Code:
     scopes: frozenset[str]
     expires_at: float
     used: bool = False
+
+    def record(self) -> dict[str, Any]:
+        """What the state file keeps."""
+        return {
+            "seller_id": self.seller_id,
+            "client_id": self.client_id,
+            "scopes": sorted(self.scopes),
+            "expires_at": self.expires_at,
+            "used": self.used,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Code:
+        """Back from the state file."""
+        return cls(**{**record, "scopes": frozenset(record["scopes"])})
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """OAuth: the consent page (``/oauth2/authorize``) and the token endpoint.
 
 Follows eBay's user and application token flows: Basic client auth, form bodies, single-use
-codes, refresh without a new refresh token (unless rotation is switched on for tests), and eBay's
-RFC 6749 error bodies.
+codes, refresh without a new refresh token (unless rotation is switched on for tests), a refresh
+``scope`` that may be omitted (RFC 6749: as granted), and eBay's RFC 6749 error bodies.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import base64
 import binascii
 import contextlib
 import html
+import re
 import time
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, urlencode
@@ -20,12 +21,15 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ebay_sandbox import responses
 from ebay_sandbox.calls import Call
-from ebay_sandbox.state import APP_SCOPES, USER_SCOPES, AppRegistration, SandboxError
+from ebay_sandbox.sites import SITES, site_for
+from ebay_sandbox.state import APP_SCOPES, USER_SCOPES, AppRegistration, SandboxError, Seller
 
 if TYPE_CHECKING:
     from ebay_sandbox.app import Sandbox
 
 AUTHORIZE_FIELDS = ("client_id", "redirect_uri", "response_type", "scope", "state", "prompt")
+# eBay user IDs: 6-64 characters; letters, digits, and . - _ (no leading punctuation).
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{5,63}")
 
 
 def split_scopes(raw: str | None) -> frozenset[str]:
@@ -93,6 +97,12 @@ class OAuthRoutes:
                 "isAuthSuccessful": "false",
             }
             return RedirectResponse(with_query(target, params), status_code=302)
+        if call.form.get("account") == "new":
+            created = self._new_seller(call.form)
+            if isinstance(created, str):
+                call.outcome = "invalid_request"
+                return HTMLResponse(self._page(call.form, created), 400)
+            call.seller = created
         if call.seller is None:
             call.outcome = "invalid_request"
             return HTMLResponse(self._page(call.form, "Pick a seller to sign in as."), 400)
@@ -106,36 +116,82 @@ class OAuthRoutes:
         }
         return RedirectResponse(with_query(app.accept_url, params), status_code=302)
 
+    def _new_seller(self, form: dict[str, str]) -> Seller | str:
+        """The "new test seller" choice: create it, or say why not (shown on the page)."""
+        username = form.get("new_username", "").strip()
+        if not username:
+            return "Give the new test seller a username."
+        if not USERNAME.fullmatch(username):
+            return (
+                "A username has 6 to 64 letters, digits, dots, dashes or underscores, "
+                "and starts with a letter or digit."
+            )
+        site = site_for(form.get("new_site", ""))
+        if site is None:
+            return "Pick the marketplace the new seller registers on."
+        try:
+            return self.state.create_seller(username, site.site_id)
+        except SandboxError as exc:
+            if "exists" in str(exc):
+                return f"A seller named {username!r} exists already: pick it from the list."
+            return str(exc)
+
     def _page(self, params: dict[str, str], problem: str | None = None) -> str:
         hidden = "".join(
             f'<input type="hidden" name="{name}" value="{html.escape(params.get(name, ""))}">'
             for name in AUTHORIZE_FIELDS
         )
+        chosen = params.get("seller", "")
         sellers = sorted(self.state.sellers.values(), key=lambda s: s.username.lower())
         options = "".join(
-            f'<option value="{html.escape(s.username)}">{html.escape(s.username)} '
+            f'<option value="{html.escape(s.username)}"'
+            f"{' selected' if s.username == chosen else ''}>{html.escape(s.username)} "
             f"({html.escape(s.site.marketplace_id)})</option>"
             for s in sellers
             if not s.suspended
+        )
+        new = params.get("account") == "new"
+        site_chosen = params.get("new_site", "0")
+        sites = "".join(
+            f'<option value="{site.site_id}"'
+            f"{' selected' if str(site.site_id) == site_chosen else ''}>"
+            f"{site.marketplace_id} ({html.escape(site.code)}, site {site.site_id})</option>"
+            for site in SITES
         )
         scopes = "".join(
             f"<li>{html.escape(s)}</li>" for s in sorted(split_scopes(params.get("scope")))
         )
         app = html.escape(params.get("client_id", ""))
-        warning = f'<p class="problem">{html.escape(problem)}</p>' if problem else ""
+        warning = f'<p class="problem" role="alert">{html.escape(problem)}</p>' if problem else ""
+        username = html.escape(params.get("new_username", ""))
         return (
-            "<!doctype html><html><head><meta charset='utf-8'>"
-            "<title>eBay sandbox: grant application access</title></head><body>"
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            "<title>eBay sandbox: grant application access</title></head><body><main>"
             f"<h1>Grant application access</h1>{warning}"
             f"<p>The application <strong>{app}</strong> asks to access your eBay account:</p>"
             f"<ul>{scopes}</ul>"
             f'<form method="post" action="/oauth2/authorize">{hidden}'
-            f'<label for="seller">Sign in as</label> <select id="seller" name="seller">'
-            f"{options}</select> "
-            '<button type="submit" name="decision" value="agree">Agree</button> '
-            '<button type="submit" name="decision" value="decline">Decline</button>'
-            "</form><p><small>Local eBay sandbox: no real eBay account is involved.</small></p>"
-            "</body></html>"
+            "<fieldset><legend>Sign in as</legend>"
+            '<p><input type="radio" id="account-existing" name="account" value="existing"'
+            f"{'' if new else ' checked'}> "
+            '<label for="account-existing">An existing test seller</label> '
+            '<label for="seller">Seller</label> '
+            f'<select id="seller" name="seller">{options}</select></p>'
+            '<p><input type="radio" id="account-new" name="account" value="new"'
+            f"{' checked' if new else ''}> "
+            '<label for="account-new">A new test seller</label></p>'
+            '<p><label for="new_username">Username</label> '
+            f'<input id="new_username" name="new_username" value="{username}" maxlength="64" '
+            'autocomplete="off" placeholder="montreal_parts"> '
+            '<label for="new_site">Registered on</label> '
+            f'<select id="new_site" name="new_site">{sites}</select></p>'
+            "</fieldset>"
+            '<p><button type="submit" name="decision" value="agree">Agree</button> '
+            '<button type="submit" name="decision" value="decline">Decline</button></p>'
+            "</form><p><small>Local eBay sandbox: no real eBay account is involved. A new test "
+            "seller is created when you agree, and kept across restarts.</small></p>"
+            "</main></body></html>"
         )
 
     # --- token endpoint ------------------------------------------------------------------------
@@ -193,6 +249,7 @@ class OAuthRoutes:
             )
             if code is not None:
                 code.used = True  # single use, even when this attempt fails
+                self.state.save("code", call.form["code"], code)
         if not usable or code is None:
             call.outcome = "invalid_grant"
             return responses.oauth_error("invalid_grant")
@@ -210,7 +267,7 @@ class OAuthRoutes:
         )
 
     def _refresh(self, call: Call, app: AppRegistration) -> Response:
-        if "refresh_token" not in call.form or "scope" not in call.form:
+        if "refresh_token" not in call.form:
             call.outcome = "invalid_request"
             return responses.oauth_error("invalid_request")
         grant = self.state.grants.get(call.form["refresh_token"])
@@ -222,8 +279,10 @@ class OAuthRoutes:
         ):
             call.outcome = "invalid_grant"
             return responses.oauth_error("invalid_grant_refresh")
-        scopes = split_scopes(call.form["scope"])
-        if not scopes or not scopes <= grant.scopes:
+        # RFC 6749 section 6: scope is optional on refresh; omitted (or blank) means "as
+        # granted". Several eBay client configurations leave it out.
+        scopes = split_scopes(call.form.get("scope")) or grant.scopes
+        if not scopes <= grant.scopes:
             call.outcome = "invalid_scope"
             return responses.oauth_error("invalid_scope")
         token, _record = self.state.issue_access(app.client_id, scopes, grant)

@@ -1,14 +1,22 @@
-"""Everything the sandbox remembers, in memory: apps, sellers, consents, tokens, the call log.
+"""Everything the sandbox remembers: apps, sellers, consents, tokens, usage, the call log.
 
 One lock guards all of it. Handlers run on one event loop and never await while holding the lock,
 so the lock is only contended by control calls made from other threads (tests); it is cheap.
+
+With a state file (``SandboxConfig.state_file``), every change to apps, sellers, codes, grants,
+access tokens and usage counters is also marked for :mod:`ebay_sandbox.store`, which writes it
+behind: a restarted sandbox knows the same sellers and honours the same tokens. The call log,
+faults and runtime settings (``/_sandbox/settings``) stay in memory: they are test tools, and the
+command line sets the settings again at start-up.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
+from typing import Any
 
 from ebay_sandbox import tokens
 from ebay_sandbox.models import (
@@ -31,6 +39,7 @@ from ebay_sandbox.models import (
     Seller,
 )
 from ebay_sandbox.sites import site_for
+from ebay_sandbox.store import StateFile
 
 # Re-exported: callers import the sandbox's vocabulary from here too.
 __all__ = [
@@ -73,13 +82,70 @@ class SandboxState:
         self._issued_since_purge = 0
         # Bumped by reset: a request that arrived before a reset is not logged after it.
         self.generation = 0
-        self.reset()
+        self.file = StateFile(config.state_file) if config.state_file else None
+        records = self.file.load() if self.file else {}
+        if records:
+            self._restore(records)
+        else:
+            self.reset()
+        if self.file:
+            self.file.start(self.lock)
+
+    def close(self) -> None:
+        """Write what is not written yet and close the state file (if any)."""
+        if self.file:
+            self.file.close()
+
+    def save(self, kind: str, key: str, obj: Any) -> None:
+        """Mark ``obj`` (anything with a ``record()`` method) changed, for the state file.
+
+        Call it after every change of something that must survive a restart; a no-op without a
+        state file. ``kind`` names the collection (``seller``, ``grant``...), ``key`` the item.
+        """
+        if self.file:
+            self.file.mark(kind, key, obj, _record)
+
+    def _restore(self, records: dict[str, dict[str, Any]]) -> None:
+        """The state a previous run left in the state file, then the configured start-up."""
+        with self.lock:
+            self.apps = {
+                k: AppRegistration.from_record(v) for k, v in records.get("app", {}).items()
+            }
+            self.sellers = {k: Seller.from_record(v) for k, v in records.get("seller", {}).items()}
+            self.usernames = {s.username.lower(): s.user_id for s in self.sellers.values()}
+            by_id = {k: Grant.from_record(v) for k, v in records.get("grant", {}).items()}
+            self.grants = {g.refresh_token: g for g in by_id.values()}
+            self.access = {
+                k: AccessGrant.from_record(v, by_id) for k, v in records.get("access", {}).items()
+            }
+            self.codes = {k: Code.from_record(v) for k, v in records.get("code", {}).items()}
+            self.usage = {
+                _usage_key(json.loads(k)): int(v) for k, v in records.get("usage", {}).items()
+            }
+            self._purge_expired()  # what expired long ago is forgotten, on disk too
+        # The command line's apps win over the stored ones (a changed secret or accept URL).
+        for app in self.config.apps:
+            self.register_app(app)
+        if self.config.demo_sellers:
+            self._create_demo_sellers()
+
+    def _create_demo_sellers(self) -> None:
+        for username, site_id, account_type, store in DEMO_SELLERS:
+            # A demo seller renamed in an earlier run keeps its user id: not created again.
+            if tokens.stable_user_id(username) not in self.sellers:
+                self.create_seller(
+                    username, site_id, account_type=account_type, store_owner=store, stable=True
+                )
 
     def reset(self) -> None:
         """Back to the start-up state: configured apps, demo sellers, nothing else."""
         with self.lock:
             self.generation += 1
+            if self.file:
+                self.file.clear()
             self.apps = {app.client_id: app for app in self.config.apps}
+            for app in self.apps.values():
+                self.save("app", app.client_id, app)
             self.sellers.clear()
             self.usernames.clear()
             self.grants.clear()
@@ -91,10 +157,7 @@ class SandboxState:
             self.refresh_token_lifetime = self.config.refresh_token_lifetime
             self.rotate_refresh_tokens = self.config.rotate_refresh_tokens
         if self.config.demo_sellers:
-            for username, site_id, account_type, store in DEMO_SELLERS:
-                self.create_seller(
-                    username, site_id, account_type=account_type, store_owner=store, stable=True
-                )
+            self._create_demo_sellers()
 
     # --- sellers and apps -------------------------------------------------------------------
 
@@ -102,6 +165,7 @@ class SandboxState:
         """Add or replace an app registration."""
         with self.lock:
             self.apps[app.client_id] = app
+            self.save("app", app.client_id, app)
 
     def app_for_ru_name(self, ru_name: str) -> AppRegistration | None:
         """The app a RuName belongs to."""
@@ -143,6 +207,7 @@ class SandboxState:
                 raise SandboxError(f"seller {username!r} exists")
             self.sellers[seller.user_id] = seller
             self.usernames[username.lower()] = seller.user_id
+            self.save("seller", seller.user_id, seller)
         return seller
 
     def seller(self, username: str) -> Seller:
@@ -162,6 +227,14 @@ class SandboxState:
             del self.usernames[seller.username.lower()]
             seller.username = new_username
             self.usernames[new_username.lower()] = seller.user_id
+            self.save("seller", seller.user_id, seller)
+        return seller
+
+    def suspend_seller(self, seller: Seller, suspended: bool) -> Seller:
+        """Suspend (or reinstate) a seller."""
+        with self.lock:
+            seller.suspended = suspended
+            self.save("seller", seller.user_id, seller)
         return seller
 
     # --- consent and tokens -----------------------------------------------------------------
@@ -170,9 +243,10 @@ class SandboxState:
         """A fresh authorization code for a seller's consent."""
         code = tokens.authorization_code()
         with self.lock:
-            self.codes[code] = Code(
+            self.codes[code] = record = Code(
                 seller.user_id, client_id, scopes, time.time() + self.config.code_lifetime
             )
+            self.save("code", code, record)
         return code
 
     def issue_access(
@@ -183,6 +257,7 @@ class SandboxState:
         record = AccessGrant(client_id, scopes, time.time() + self.access_token_lifetime, grant)
         with self.lock:
             self.access[token] = record
+            self.save("access", token, record)
             self._issued_since_purge += 1
             if self._issued_since_purge >= 10_000:
                 self._purge_expired()
@@ -199,6 +274,7 @@ class SandboxState:
         )
         with self.lock:
             self.grants[grant.refresh_token] = grant
+            self.save("grant", grant.grant_id, grant)
         return grant
 
     def rotate(self, grant: Grant) -> Grant:
@@ -208,6 +284,7 @@ class SandboxState:
             grant.refresh_token = tokens.refresh_token()
             grant.refresh_expires_at = time.time() + self.refresh_token_lifetime
             self.grants[grant.refresh_token] = grant
+            self.save("grant", grant.grant_id, grant)
         return grant
 
     def revoke(self, seller: Seller, client_id: str | None = None) -> int:
@@ -219,6 +296,7 @@ class SandboxState:
                     if not grant.revoked:
                         count += 1
                     grant.revoked = True
+                    self.save("grant", grant.grant_id, grant)
         return count
 
     def invalidate_access(
@@ -231,21 +309,28 @@ class SandboxState:
                 record = self.access.get(token)
                 if record is not None:
                     record.invalid_reason = reason
+                    self.save("access", token, record)
                     count = 1
             elif seller is not None:
-                for record in self.access.values():
+                for key, record in self.access.items():
                     if record.grant is not None and record.grant.seller_id == seller.user_id:
                         record.invalid_reason = reason
+                        self.save("access", key, record)
                         count += 1
         return count
 
     def _purge_expired(self) -> None:
         # Called with the lock held. An hour of grace keeps "expired" answers for recent tokens.
         horizon = time.time() - 3600
-        for token in [t for t, r in self.access.items() if r.expires_at < horizon]:
+        old_tokens = [t for t, r in self.access.items() if r.expires_at < horizon]
+        for token in old_tokens:
             del self.access[token]
-        for code in [c for c, r in self.codes.items() if r.expires_at < horizon]:
+        old_codes = [c for c, r in self.codes.items() if r.expires_at < horizon]
+        for code in old_codes:
             del self.codes[code]
+        if self.file:
+            self.file.forget("access", old_tokens)
+            self.file.forget("code", old_codes)
         self._issued_since_purge = 0
 
     # --- usage and the call log -------------------------------------------------------------
@@ -256,6 +341,8 @@ class SandboxState:
         with self.lock:
             used = self.usage.get(key, 0) + 1
             self.usage[key] = used
+            if self.file:
+                self.file.mark("usage", json.dumps(key), used, _same)
         return used
 
     def log_call(self, record: CallRecord, generation: int) -> None:
@@ -288,3 +375,16 @@ class SandboxState:
             and (since is None or c.at >= since)
             and (client_id is None or c.client_id == client_id)
         ]
+
+
+def _record(obj: Any) -> Any:
+    """The state file's form of a sandbox object (each model knows its own)."""
+    return obj.record()
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _usage_key(raw: list[Any]) -> tuple[str, str, str | None]:
+    return (str(raw[0]), str(raw[1]), None if raw[2] is None else str(raw[2]))

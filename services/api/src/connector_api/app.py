@@ -30,7 +30,9 @@ from connector_api.routes import (
     admin,
     budget,
     connect,
+    console,
     docs,
+    home,
     login,
     notifications,
     ops,
@@ -158,14 +160,18 @@ def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> 
     )
     _install_error_handlers(app)
     app.include_router(ops.router)
+    app.include_router(home.router)
     app.include_router(connect.router)  # before accounts: /ebay-accounts/connect is literal
     app.include_router(accounts.router)
+    app.include_router(console.router)
     app.include_router(admin.router)
     app.include_router(login.router)
     app.include_router(notifications.router)  # public: eBay calls it (signature checked)
     app.include_router(budget.router)
     app.include_router(docs.router)
-    app.mount("/static/vendor", StaticFiles(directory=docs.VENDOR_DIR), name="vendor")
+    # Swagger UI and ReDoc from the fastapi-offline wheel (the console's own vendored htmx is
+    # under /static/vendor/, part of /static).
+    app.mount("/static/api-docs", StaticFiles(directory=docs.VENDOR_DIR), name="api-docs")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 

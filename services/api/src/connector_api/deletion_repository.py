@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from connector_common.db.models import (
+    AccountHistory,
     AuditEntry,
     CircuitBreakerState,
     DeletionNotification,
@@ -58,7 +59,8 @@ async def accounts_of_seller(
 
 
 async def purge_account(session: AsyncSession, account: EbayAccount, now: datetime) -> None:
-    """Tokens, health history, username history, pending consents and the breaker go; the
+    """Tokens, health history, username history, the account's event history (it quotes
+    usernames and user ids), pending consents and the breaker go; the
     account row stays as a tombstone with no eBay personal data (the house name and purpose are
     the org's own labels and stay)."""
     account_id = account.id
@@ -66,6 +68,7 @@ async def purge_account(session: AsyncSession, account: EbayAccount, now: dateti
         (EbayToken, EbayToken.account_id),
         (HealthCheck, HealthCheck.account_id),
         (UsernameChange, UsernameChange.account_id),
+        (AccountHistory, AccountHistory.account_id),
         (OAuthState, OAuthState.account_id),
     ):
         await session.execute(delete(model).where(column == account_id))

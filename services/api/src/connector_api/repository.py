@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     and_,
+    case,
     delete,
     func,
     literal,
@@ -56,15 +58,32 @@ async def ensure_org(session: AsyncSession, external_id: str) -> uuid.UUID:
     return uuid.UUID(str(existing))
 
 
+# Sorting by status: the rules' precedence (AccountStatus order, the most urgent first), with
+# the accounts that are switched off or were never connected at the end.
+_LAST = (AccountStatus.NOT_CONNECTED, AccountStatus.DEACTIVATED, AccountStatus.DELETED_BY_EBAY)
+STATUS_RANK: dict[str, int] = {
+    status.value: rank
+    for rank, status in enumerate([s for s in AccountStatus if s not in _LAST] + list(_LAST))
+}
+
+
+def status_rank_sql(
+    now: datetime, reconsent_window: timedelta = RECONSENT_DUE
+) -> ColumnElement[int]:
+    """The status's rank, as SQL (for sorting)."""
+    return case(STATUS_RANK, value=status_sql(now, reconsent_window), else_=len(STATUS_RANK))
+
+
 @dataclass(frozen=True)
 class AccountFilter:
     statuses: Sequence[AccountStatus] = ()
     purpose: str | None = None
     marketplaces: Sequence[str] = ()
     active: bool | None = None
+    search: str | None = None  # part of the house name or the eBay username
 
 
-def _sort_column(sort: SortKey) -> Any:
+def _sort_column(sort: SortKey, now: datetime, reconsent_window: timedelta) -> Any:
     name = sort.value.lstrip("-")
     if name == "house_name":
         return func.lower(EbayAccount.house_name)
@@ -72,10 +91,14 @@ def _sort_column(sort: SortKey) -> Any:
         return EbayAccount.created_at
     if name == "token_expires_at":
         return func.coalesce(EbayToken.access_expires_at, FAR_FUTURE)
+    if name == "status":
+        return status_rank_sql(now, reconsent_window)
     return func.coalesce(EbayAccount.last_health_at, FAR_PAST)
 
 
-def sort_value(sort: SortKey, account: EbayAccount, token: EbayToken | None) -> Any:
+def sort_value(
+    sort: SortKey, account: EbayAccount, token: EbayToken | None, status: AccountStatus
+) -> Any:
     """The sort key of a row, as the cursor stores it (JSON-friendly)."""
     name = sort.value.lstrip("-")
     if name == "house_name":
@@ -85,13 +108,20 @@ def sort_value(sort: SortKey, account: EbayAccount, token: EbayToken | None) -> 
     if name == "token_expires_at":
         expires = token.access_expires_at if token else None
         return (expires or FAR_FUTURE).isoformat()
+    if name == "status":
+        return STATUS_RANK.get(status.value, len(STATUS_RANK))
     return (account.last_health_at or FAR_PAST).isoformat()
 
 
 def _cursor_value(sort: SortKey, raw: Any) -> Any:
+    name = sort.value.lstrip("-")
+    if name == "status":
+        if not isinstance(raw, int) or isinstance(raw, bool):
+            raise ValueError("cursor value")
+        return raw
     if not isinstance(raw, str):
         raise ValueError("cursor value")
-    return raw if sort.value.lstrip("-") == "house_name" else datetime.fromisoformat(raw)
+    return raw if name == "house_name" else datetime.fromisoformat(raw)
 
 
 async def list_accounts(
@@ -119,7 +149,15 @@ async def list_accounts(
         stmt = stmt.where(EbayAccount.marketplace_id.in_(list(filters.marketplaces)))
     if filters.active is not None:
         stmt = stmt.where(EbayAccount.is_active if filters.active else ~EbayAccount.is_active)
-    column = _sort_column(sort)
+    if filters.search:
+        needle = filters.search.lower()
+        stmt = stmt.where(
+            or_(
+                func.lower(EbayAccount.house_name).contains(needle, autoescape=True),
+                func.lower(EbayAccount.username).contains(needle, autoescape=True),
+            )
+        )
+    column = _sort_column(sort, now, reconsent_window)
     descending = sort.value.startswith("-")
     if after is not None:
         position = tuple_(column, EbayAccount.id)
@@ -131,6 +169,43 @@ async def list_accounts(
         stmt = stmt.order_by(column.asc(), EbayAccount.id.asc())
     rows = (await session.execute(stmt.limit(limit))).all()
     return [(account, token) for account, token in rows]
+
+
+async def org_name(session: AsyncSession, org_id: uuid.UUID) -> str | None:
+    """An organisation's display name."""
+    return await session.scalar(select(Organisation.name).where(Organisation.id == org_id))
+
+
+async def status_counts(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    now: datetime,
+    reconsent_window: timedelta = RECONSENT_DUE,
+) -> dict[str, int]:
+    """How many of the org's accounts are in each status (statuses with none are absent)."""
+    status = status_sql(now, reconsent_window)
+    rows = await session.execute(
+        select(status, func.count())
+        .select_from(EbayAccount)
+        .outerjoin(EbayToken, EbayToken.account_id == EbayAccount.id)
+        .where(EbayAccount.org_id == org_id)
+        .group_by(status)
+    )
+    return {str(name): int(count) for name, count in rows.all()}
+
+
+async def distinct_values(
+    session: AsyncSession, org_id: uuid.UUID, column: Any, limit: int
+) -> list[str]:
+    """Distinct non-empty values of an account column in the org, sorted."""
+    rows = await session.scalars(
+        select(column)
+        .where(EbayAccount.org_id == org_id, column != "")
+        .group_by(column)
+        .order_by(column)
+        .limit(limit)
+    )
+    return [str(value) for value in rows.all()]
 
 
 async def get_account(

@@ -58,6 +58,8 @@ HouseName = Annotated[str, Field(max_length=400), AfterValidator(_house_name)]
 Purpose = Annotated[str, Field(max_length=2000), AfterValidator(_purpose)]
 # A purpose to filter by: what a stored purpose may be (a NUL would fail in PostgreSQL).
 PurposeFilter = Annotated[str, AfterValidator(_purpose)]
+# Text to search names for: one line, no control characters (a NUL would fail in PostgreSQL).
+SearchText = Annotated[str, AfterValidator(lambda v: _clean_text(v, single_line=True))]
 
 
 class Input(BaseModel):
@@ -195,6 +197,59 @@ class Account(BaseModel):
     )
 
 
+class OrgInfo(BaseModel):
+    id: uuid.UUID = Field(description="Our id of the organisation: NATS subjects use it.")
+    external_id: str = Field(description="The identity provider's `org_id` claim.")
+    name: str
+
+
+class EventSubscription(BaseModel):
+    subject_prefix: str = Field(description="Every event of the org is under this subject.")
+    subscribe: str = Field(description="The wildcard subject that receives all of them.")
+    stream: str = Field(description="The JetStream stream that keeps them.")
+
+
+class Me(BaseModel):
+    """Who the caller is, and where their organisation's events are published."""
+
+    subject: str
+    roles: list[str]
+    can_write: bool
+    org: OrgInfo
+    events: EventSubscription
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "subject": "alice",
+                    "roles": ["admin"],
+                    "can_write": True,
+                    "org": {
+                        "id": "0b6c1c1e-8d7a-4f39-9d69-3f1f4b1f7c2a",
+                        "external_id": "demo",
+                        "name": "demo",
+                    },
+                    "events": {
+                        "subject_prefix": "ebay.events.0b6c1c1e-8d7a-4f39-9d69-3f1f4b1f7c2a",
+                        "subscribe": "ebay.events.0b6c1c1e-8d7a-4f39-9d69-3f1f4b1f7c2a.>",
+                        "stream": "EBAY-EVENTS",
+                    },
+                }
+            ]
+        }
+    )
+
+
+class AccountSummary(BaseModel):
+    """The org's accounts at a glance: how many in each status, and the values to filter by."""
+
+    total: int
+    by_status: dict[AccountStatus, int] = Field(description="Every status, zero included.")
+    marketplaces: list[str] = Field(description="Marketplace ids the org's accounts are on.")
+    purposes: list[str] = Field(description="Distinct purposes (at most 200).")
+
+
 class AccountPage(BaseModel):
     items: list[Account]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at end.")
@@ -238,6 +293,9 @@ class SortKey(StrEnum):
     TOKEN_EXPIRES_AT_DESC = "-token_expires_at"  # noqa: S105
     LAST_HEALTH_AT = "last_health_at"
     LAST_HEALTH_AT_DESC = "-last_health_at"
+    # By the status rules' precedence (connector_common.status.AccountStatus order).
+    STATUS = "status"
+    STATUS_DESC = "-status"
 
 
 class FieldError(BaseModel):

@@ -116,6 +116,8 @@ class ApiGroup(BaseModel):
     # Development convenience only: declare the JetStream streams at start-up. In production
     # `connector nats provision` declares them and the API's NATS user may only publish.
     declare_streams: bool = False
+    # How often an open admin console asks for fresh counts and rows (one small page of queries).
+    console_refresh_seconds: int = Field(default=10, ge=1, le=3600)
 
     @field_validator("public_url")
     @classmethod

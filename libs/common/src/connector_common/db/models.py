@@ -219,6 +219,44 @@ class HealthCheck(Base):
     detail: Mapped[str | None] = mapped_column(String(500))
 
 
+class AccountHistory(Base):
+    """What happened to an account (token refreshes and failures, lifecycle, health changes),
+    for people looking at one account; the events themselves travel through the outbox.
+
+    Written with the event in the same transaction (``outbox.enqueue_event``); kept for a week
+    (the relay purges older rows); removed with the account.
+    """
+
+    __tablename__ = "account_history"
+    __table_args__ = (
+        Index("ix_account_history_account_id_occurred_at", "account_id", "occurred_at"),
+        # "The last failures" of an org: a small partial index, however many refreshes succeed.
+        Index(
+            "ix_account_history_org_id_occurred_at_failure",
+            "org_id",
+            "occurred_at",
+            postgresql_where=text("failure"),
+        ),
+        # Purging by age: rows arrive in time order, so a BRIN index is tiny and cheap to keep.
+        Index("ix_account_history_occurred_at", "occurred_at", postgresql_using="brin"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("organisations.id", ondelete="CASCADE")
+    )
+    # Checked at commit: a writer adds the entry with the event, maybe before the account row
+    # it belongs to is inserted in the same transaction (the ORM does not order them).
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True),
+        ForeignKey("ebay_accounts.id", ondelete="CASCADE", deferrable=True, initially="DEFERRED"),
+    )
+    occurred_at: Mapped[datetime] = mapped_column(Timestamp)
+    type: Mapped[str] = mapped_column(String(60))
+    failure: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
+
+
 class OutboxMessage(Base):
     """An event written in the same transaction as the change it announces."""
 

@@ -18,9 +18,11 @@ from connector_api.repository import AccountFilter
 from connector_api.schemas import (
     Account,
     AccountPage,
+    AccountSummary,
     AccountUpdate,
     HealthCheckPage,
     PurposeFilter,
+    SearchText,
     SortKey,
     WorkQueued,
     error_responses,
@@ -54,9 +56,18 @@ async def list_accounts(
         list[MarketplaceId] | None, Query(description="Marketplace ids, e.g. EBAY_GB.")
     ] = None,
     active: Annotated[bool | None, Query(description="Only active (or deactivated).")] = None,
-    sort: Annotated[SortKey, Query(description="Sort key; '-' for descending.")] = (
-        SortKey.HOUSE_NAME
-    ),
+    search: Annotated[
+        SearchText | None,
+        Query(
+            min_length=1,
+            max_length=100,
+            description="Part of the house name or eBay username (case-insensitive).",
+        ),
+    ] = None,
+    sort: Annotated[
+        SortKey,
+        Query(description="Sort key; '-' for descending. `status`: the most urgent first."),
+    ] = (SortKey.HOUSE_NAME),
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> AccountPage:
@@ -66,8 +77,15 @@ async def list_accounts(
         purpose=purpose,
         marketplaces=tuple(marketplace or ()),
         active=active,
+        search=search,
     )
     return await listing.list_accounts(session, ctx, state.cursors, filters, sort, limit, cursor)
+
+
+@router.get("/summary", response_model=AccountSummary, responses=error_responses(401, 403))
+async def summary(session: SessionDep, ctx: ContextDep) -> AccountSummary:
+    """How many of the org's accounts are in each status; the marketplaces and purposes in use."""
+    return await listing.summary(session, ctx)
 
 
 @router.get("/{account_id}", response_model=Account, responses=READ_ERRORS)

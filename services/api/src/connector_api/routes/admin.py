@@ -1,44 +1,45 @@
-"""The admin page: one server-rendered table of the org's accounts and its actions.
+"""The admin console's actions, its login page, and what its pages share (the session).
 
 Every POST carries the session's CSRF token; every action runs the same service function as
-the REST API, in its own transaction, and comes back to ``/admin`` with a flash message.
+the REST API, in its own transaction, and comes back to the page it was started from with a
+flash message. A refused form (rename, connect) is shown again with what was typed and why,
+next to the field. The pages themselves are in :mod:`connector_api.routes.console`.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from connector_api import views
 from connector_api.auth import Identity
 from connector_api.deps import StateDep, account_id_param, principal_for, request_id
 from connector_api.errors import ApiError
-from connector_api.pages import BADGES, relative, render
-from connector_api.repository import AccountFilter
-from connector_api.schemas import AccountUpdate, ConnectRequest, SortKey
-from connector_api.services import accounts, connect, listing
-from connector_api.services.budget import admin_notices
+from connector_api.pages import render
+from connector_api.schemas import AccountUpdate, ConnectRequest
+from connector_api.services import accounts, connect
 from connector_api.services.context import RequestContext
 from connector_api.sessions import (
     FLASH_COOKIE,
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     AdminSession,
+    Flash,
     FlashKind,
 )
 from connector_api.state import AppState
+from connector_api.views import FormState
 from connector_common.db.engine import unit_of_work
-from connector_common.events import utcnow
-from connector_common.status import AccountStatus
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
-PAGE_SIZE = 50
 Action = Callable[[AsyncSession, RequestContext], Awaitable[Any]]
+Refused = Callable[[AdminSession, RequestContext, ApiError], Awaitable[Response]]
 
 
 def redirect_with_flash(
@@ -58,7 +59,7 @@ def redirect_with_flash(
     return response
 
 
-async def _context(app: AppState, request: Request, session: AdminSession) -> RequestContext:
+async def session_context(app: AppState, request: Request, session: AdminSession) -> RequestContext:
     identity = Identity(session.subject, session.org_external_id, session.roles, session.expires_at)
     principal = await principal_for(app, identity, request)
     return RequestContext(
@@ -76,53 +77,25 @@ def _first_error(exc: ValidationError) -> str:
     return f"{field.replace('_', ' ')}: {str(error['msg']).removeprefix('Value error, ')}"
 
 
-@router.get("")
-async def admin_page(
-    request: Request,
-    app: StateDep,
-    status: Annotated[AccountStatus | None, Query()] = None,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
-) -> Response:
-    """The accounts table, or the login form without a session."""
-    flash = app.admin_sessions.read_flash(request.cookies.get(FLASH_COOKIE))
-    session = app.admin_sessions.read(request.cookies.get(SESSION_COOKIE))
-    if session is None:
-        return _login_page(request, app, flash)
-    ctx = await _context(app, request, session)
-    filters = AccountFilter(statuses=(status,) if status else ())
-    try:
-        async with unit_of_work(app.sessions) as db:
-            page = await listing.list_accounts(
-                db, ctx, app.cursors, filters, SortKey.HOUSE_NAME, PAGE_SIZE, cursor
-            )
-            notices = await admin_notices(db, ctx)  # re-consent banner, eBay budget line
-    except ApiError:
-        return redirect_with_flash(app, "error", "That page link is no longer valid.")
-    response = render(
-        request,
-        "admin.html",
-        {
-            "session": session,
-            "org": session.org_external_id,
-            "can_write": ctx.principal.can_write,
-            "csrf": app.admin_sessions.csrf_token(session),
-            "accounts": page.items,
-            "next_cursor": page.next_cursor,
-            "status_filter": status.value if status else "",
-            "statuses": [s.value for s in AccountStatus],
-            "badges": BADGES,
-            "relative": relative,
-            "now": utcnow(),
-            "flash": flash,
-            **notices,
-        },
-    )
+def current_session(request: Request, app: AppState) -> AdminSession | None:
+    """The signed-in person of this request, if any (every admin page and action asks here)."""
+    return app.admin_sessions.read(request.cookies.get(SESSION_COOKIE))
+
+
+def read_flash(request: Request, app: AppState) -> Flash | None:
+    """The flash message the previous action left for this page."""
+    return app.admin_sessions.read_flash(request.cookies.get(FLASH_COOKIE))
+
+
+def shown_flash(response: Response, flash: Flash | None) -> Response:
+    """Forget a flash message once a page showed it."""
     if flash is not None:
         response.delete_cookie(FLASH_COOKIE, path="/admin")
     return response
 
 
-def _login_page(request: Request, app: AppState, flash: Any) -> Response:
+def login_page(request: Request, app: AppState, flash: Any) -> Response:
+    """The login form (every admin page without a session)."""
     cookie, token = app.admin_sessions.login_csrf()
     response = render(
         request,
@@ -149,26 +122,39 @@ def _login_page(request: Request, app: AppState, flash: Any) -> Response:
 
 
 async def _act(
-    request: Request, app: AppState, action: Action, success: str | Callable[[Any], str]
+    request: Request,
+    app: AppState,
+    action: Action,
+    success: str | Callable[[Any], str],
+    account: uuid.UUID | None = None,
+    refused: Refused | None = None,
 ) -> Response:
-    """Check session and CSRF, run one service function in one transaction, flash the result."""
-    session = app.admin_sessions.read(request.cookies.get(SESSION_COOKIE))
+    """Check session and CSRF, run one service function in one transaction, flash the result.
+
+    With ``account`` and the form's ``back=account``, the answer returns to the account page.
+    ``refused`` may answer a refusal with a page of its own (the form again, with the reason).
+    """
+    session = current_session(request, app)
     if session is None:
         return redirect_with_flash(app, "error", "Your session has ended: log in again.")
     form = await request.form()
+    to = f"/admin/accounts/{account}" if account and form.get("back") == "account" else "/admin"
     csrf = form.get("csrf")
     if not app.admin_sessions.csrf_ok(session, csrf if isinstance(csrf, str) else None):
         return redirect_with_flash(
-            app, "error", "The form had expired; nothing was changed. Try again."
+            app, "error", "The form had expired; nothing was changed. Try again.", to
         )
-    ctx = await _context(app, request, session)
+    ctx = await session_context(app, request, session)
     try:
         async with unit_of_work(app.sessions) as db:
             result = await action(db, ctx)
     except ApiError as exc:
-        return redirect_with_flash(app, "error", exc.message)
+        if refused is not None and exc.status_code in (409, 422):
+            return await refused(session, ctx, exc)
+        return redirect_with_flash(app, "error", exc.message, to)
     app.wake_relay()
-    return redirect_with_flash(app, "success", success(result) if callable(success) else success)
+    message = success(result) if callable(success) else success
+    return redirect_with_flash(app, "success", message, to)
 
 
 def _text(form: Any, name: str) -> str | None:
@@ -178,14 +164,34 @@ def _text(form: Any, name: str) -> str | None:
 
 @router.post("/connect")
 async def connect_account(request: Request, app: StateDep) -> Response:
-    """Start connecting a seller: off to eBay's consent page."""
+    """Start connecting a seller: off to eBay's consent page (or the form again, saying why)."""
     form = await request.form()
-    try:
-        body = ConnectRequest(
-            house_name=_text(form, "house_name") or "", purpose=_text(form, "purpose") or ""
+    values = {name: _text(form, name) or "" for name in ("house_name", "purpose")}
+
+    async def again(session: AdminSession, ctx: RequestContext, errors: FormState) -> Response:
+        flash = Flash("error", next(iter(errors.errors.values())))
+        return await views.render_console(
+            request,
+            app,
+            session,
+            ctx,
+            views.ConsoleQuery(),
+            connect=errors,
+            flash=flash,
+            status_code=422,
         )
+
+    try:
+        body = ConnectRequest(house_name=values["house_name"], purpose=values["purpose"])
     except ValidationError as exc:
-        return redirect_with_flash(app, "error", _first_error(exc))
+        session = current_session(request, app)
+        if session is None:
+            return redirect_with_flash(app, "error", _first_error(exc))
+        return await again(
+            session,
+            await session_context(app, request, session),
+            FormState.from_validation(values, exc),
+        )
 
     async def start(db: AsyncSession, ctx: RequestContext) -> Any:
         started = await connect.start_connect(
@@ -194,7 +200,10 @@ async def connect_account(request: Request, app: StateDep) -> Response:
         request.scope.setdefault("state", {})["consent_url"] = started.consent_url
         return started
 
-    response = await _act(request, app, start, "")
+    async def refused(session: AdminSession, ctx: RequestContext, exc: ApiError) -> Response:
+        return await again(session, ctx, FormState(values, {_field_of(exc): exc.message}))
+
+    response = await _act(request, app, start, "", refused=refused)
     return _to_consent(response, request)
 
 
@@ -204,14 +213,14 @@ def _to_consent(response: Response, request: Request) -> Response:
     return RedirectResponse(started, status_code=303) if started else response
 
 
-def _account(request: Request, account_id: str) -> uuid.UUID:
+def account_from_path(request: Request, account_id: str) -> uuid.UUID:
     return account_id_param(request, account_id)
 
 
 @router.post("/accounts/{account_id}/reconnect")
 async def reconnect_account(request: Request, app: StateDep, account_id: str) -> Response:
     """New consent for an existing account."""
-    target = _account(request, account_id)
+    target = account_from_path(request, account_id)
 
     async def start(db: AsyncSession, ctx: RequestContext) -> Any:
         started = await connect.start_reconnect(
@@ -220,33 +229,68 @@ async def reconnect_account(request: Request, app: StateDep, account_id: str) ->
         request.scope.setdefault("state", {})["consent_url"] = started.consent_url
         return started
 
-    return _to_consent(await _act(request, app, start, ""), request)
+    return _to_consent(await _act(request, app, start, "", target), request)
 
 
 @router.post("/accounts/{account_id}/edit")
 async def edit_account(request: Request, app: StateDep, account_id: str) -> Response:
-    """Rename and/or change the purpose."""
-    target = _account(request, account_id)
+    """Rename and/or change the purpose; refused, the form comes back with what was typed."""
+    target = account_from_path(request, account_id)
     form = await request.form()
+    values = {name: _text(form, name) for name in ("house_name", "purpose")}
+    typed = {k: v for k, v in values.items() if v is not None}
+
+    async def again(session: AdminSession, ctx: RequestContext, errors: FormState) -> Response:
+        flash = Flash("error", next(iter(errors.errors.values())))
+        return await views.render_account(
+            request, app, session, ctx, target, edit=errors, flash=flash, status_code=422
+        )
+
     try:
-        change = AccountUpdate(house_name=_text(form, "house_name"), purpose=_text(form, "purpose"))
+        change = AccountUpdate(house_name=values["house_name"], purpose=values["purpose"])
     except ValidationError as exc:
-        return redirect_with_flash(app, "error", _first_error(exc))
+        session = current_session(request, app)
+        if session is None or form.get("back") != "account":
+            return redirect_with_flash(app, "error", _first_error(exc))
+        ctx = await session_context(app, request, session)
+        return await _or_missing(again(session, ctx, FormState.from_validation(typed, exc)), app)
 
     async def edit(db: AsyncSession, ctx: RequestContext) -> Any:
         return await accounts.update_account(db, ctx, target, change)
 
-    return await _act(request, app, edit, lambda a: f"Saved {a.house_name!r}.")
+    async def refused(session: AdminSession, ctx: RequestContext, exc: ApiError) -> Response:
+        errors = {_field_of(exc): exc.message}
+        return await _or_missing(again(session, ctx, FormState(typed, errors)), app)
+
+    back = refused if form.get("back") == "account" else None
+    return await _act(
+        request, app, edit, lambda a: f"Saved {a.house_name!r}.", target, refused=back
+    )
+
+
+async def _or_missing(page: Awaitable[Response], app: AppState) -> Response:
+    try:
+        return await page
+    except ApiError as exc:  # the account went away meanwhile
+        return redirect_with_flash(app, "error", exc.message)
+
+
+def _field_of(exc: ApiError) -> str:
+    """The form field a refusal is about (a taken house name is a 409 without a field)."""
+    if getattr(exc, "field", None):
+        return str(exc.field)  # type: ignore[attr-defined]
+    return "house_name" if "house name" in exc.message.lower() else "form"
 
 
 def _simple(name: str, run: Callable[..., Awaitable[Any]], done: Callable[[Any], str]) -> None:
     async def endpoint(request: Request, app: StateDep, account_id: str) -> Response:
-        target = _account(request, account_id)
+        target = account_from_path(request, account_id)
 
         async def action(db: AsyncSession, ctx: RequestContext) -> Any:
             return await run(db, ctx, target)
 
-        return await _act(request, app, action, done)
+        # After a delete there is no account page to return to.
+        return await _act(request, app, action, done, None if name == "delete" else target)
 
     endpoint.__name__ = name.replace("-", "_")
     router.post(f"/accounts/{{account_id}}/{name}", name=f"admin_{endpoint.__name__}")(endpoint)

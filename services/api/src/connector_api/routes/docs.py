@@ -1,7 +1,7 @@
 """``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) without the internet.
 
 The JavaScript and CSS are the pinned assets of the ``fastapi-offline`` wheel (1.7.7: Swagger
-UI 5.32.6, Apache-2.0; ReDoc 2.5.3, MIT), served from the package under ``/static/vendor/``, never
+UI 5.32.6, Apache-2.0; ReDoc 2.5.3, MIT), served from the package under ``/static/api-docs/``, never
 from a CDN. The pages hold no inline script (the Swagger UI start-up is ``/static/docs.js``), so
 they run under a Content-Security-Policy that allows scripts from this origin only.
 """

@@ -14,6 +14,7 @@ from connector_api.errors import InvalidInput, account_not_found
 from connector_api.schemas import (
     Account,
     AccountPage,
+    AccountSummary,
     HealthCheckItem,
     HealthCheckPage,
     LastHealth,
@@ -23,7 +24,7 @@ from connector_api.schemas import (
 from connector_api.services.context import RequestContext
 from connector_api.signing import CursorCodec
 from connector_common.db.models import EbayAccount, EbayToken
-from connector_common.status import RECONSENT_DUE, account_status
+from connector_common.status import RECONSENT_DUE, AccountStatus, account_status
 
 
 async def load_account(
@@ -99,6 +100,7 @@ def _query_key(filters: repo.AccountFilter, sort: SortKey) -> str:
             filters.purpose or "",
             ",".join(sorted(filters.marketplaces)),
             "" if filters.active is None else str(filters.active),
+            filters.search or "",
             sort.value,
         ]
     )
@@ -135,16 +137,41 @@ async def list_accounts(
         )
     except ValueError:
         raise InvalidInput("the cursor is not valid", field="cursor") from None
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [to_account(a, t, ctx.now, ctx.reconsent_window) for a, t in rows]
     next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
+    if more:
         account, token = rows[-1]
-        next_cursor = cursors.encode(
-            query, [repo.sort_value(sort, account, token), str(account.id)]
-        )
-    return AccountPage(
-        items=[to_account(a, t, ctx.now, ctx.reconsent_window) for a, t in rows],
-        next_cursor=next_cursor,
+        position = repo.sort_value(sort, account, token, items[-1].status)
+        next_cursor = cursors.encode(query, [position, str(account.id)])
+    return AccountPage(items=items, next_cursor=next_cursor)
+
+
+async def status_counts(session: AsyncSession, ctx: RequestContext) -> dict[AccountStatus, int]:
+    """How many of the caller's accounts are in each status (every status, zero included)."""
+    counts = await repo.status_counts(session, ctx.principal.org_id, ctx.now, ctx.reconsent_window)
+    return {status: counts.get(status.value, 0) for status in AccountStatus}
+
+
+async def filter_values(session: AsyncSession, ctx: RequestContext) -> tuple[list[str], list[str]]:
+    """The marketplaces and purposes the caller's accounts use (at most 200 of each)."""
+    org_id = ctx.principal.org_id
+    return (
+        await repo.distinct_values(session, org_id, EbayAccount.marketplace_id, 200),
+        await repo.distinct_values(session, org_id, EbayAccount.purpose, 200),
+    )
+
+
+async def summary(session: AsyncSession, ctx: RequestContext) -> AccountSummary:
+    """The org's accounts at a glance (one grouped query, two small distinct lists)."""
+    counts = await status_counts(session, ctx)
+    marketplaces, purposes = await filter_values(session, ctx)
+    return AccountSummary(
+        total=sum(counts.values()),
+        by_status=counts,
+        marketplaces=marketplaces,
+        purposes=purposes,
     )
 
 
