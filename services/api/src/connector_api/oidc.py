@@ -17,8 +17,9 @@ from urllib.parse import urlencode
 import httpx
 import jwt
 
-from connector_api.auth import Identity, JwksKeys, parse_roles
+from connector_api.auth import Identity, parse_roles
 from connector_api.errors import Unauthorized, Unavailable
+from connector_api.jwks import JwksKeys
 from connector_api.settings import JwtSettings, OidcSettings
 from connector_api.signing import constant_time_equal
 

@@ -36,6 +36,10 @@ class JwtSettings(BaseModel):
     jwks_cache_seconds: float = Field(default=600.0, gt=0)
     jwks_min_refresh_seconds: float = Field(default=30.0, ge=0)
     jwks_timeout_seconds: float = Field(default=5.0, gt=0)
+    # A request waits at most this long for a JWKS fetch in flight (then 503; the fetch goes on).
+    jwks_max_wait_seconds: float = Field(default=2.0, gt=0, le=30)
+    # After a failed fetch, no new one for 1 s, doubling up to this.
+    jwks_backoff_max_seconds: float = Field(default=60.0, ge=1, le=3600)
     org_claim: str = "org_id"
     roles_claim: str = "roles"
 
