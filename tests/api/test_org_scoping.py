@@ -61,6 +61,7 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/admin"): Call("read"),
     ("POST", "/admin/login"): Call("public", form={"token": "not-a-token"}),
     ("POST", "/admin/logout"): Call("read", form={}),
+    ("POST", "/admin/logout-everywhere"): Call("read", form={}),
     ("GET", "/admin/oidc/login"): Call("public"),
     ("GET", "/admin/oidc/callback"): Call("public"),
     ("POST", "/admin/connect"): Call("write", form={"house_name": "Elsewhere"}),
@@ -101,7 +102,12 @@ async def snapshot(api: Api, org_id: uuid.UUID) -> list[Any]:
             await rows(select(EbayAccount).where(EbayAccount.org_id == org_id)),
             await rows(select(EbayToken).join(EbayAccount).where(EbayAccount.org_id == org_id)),
             await rows(select(HealthCheck).join(EbayAccount).where(EbayAccount.org_id == org_id)),
-            await rows(select(AuditEntry).where(AuditEntry.org_id == org_id)),
+            # A caller's own log-in and log-out are audited in its org: not a change to it.
+            await rows(
+                select(AuditEntry).where(
+                    AuditEntry.org_id == org_id, AuditEntry.action.not_like("session.%")
+                )
+            ),
             await rows(select(OAuthState).where(OAuthState.org_id == org_id)),
             # Events name the org in their subject, commands in their payload.
             await rows(
@@ -136,7 +142,8 @@ async def call(
         identity = Identity(
             "mallory", caller.org, frozenset({caller.role}), utcnow().replace(year=2100)
         )
-        cookie, session = api.state.admin_sessions.issue(identity)
+        org_id = await api.state.orgs.resolve(caller.org)
+        cookie, session = await api.state.admin_sessions.issue(identity, org_id)
         headers["Cookie"] = f"connector_session={cookie}"
         if spec.form is not None:
             data = {**spec.form, "csrf": api.state.admin_sessions.csrf_token(session)}

@@ -22,13 +22,13 @@ from connector_api.auth import TokenVerifier
 from connector_api.deps import request_id
 from connector_api.errors import ApiError
 from connector_api.middleware import RequestMiddleware
-from connector_api.oidc import OidcClient
+from connector_api.oidc import OIDC_LOGIN_SECONDS, OidcClient
 from connector_api.pages import STATIC_DIR
 from connector_api.routes import accounts, admin, connect, login, ops
 from connector_api.schemas import ErrorBody, FieldError
 from connector_api.sessions import SessionManager
 from connector_api.settings import ApiSettings
-from connector_api.signing import CursorCodec, Signer
+from connector_api.signing import CursorCodec, Sealed
 from connector_api.state import AppState, OrgDirectory
 from connector_common.crypto import TokenCipher
 from connector_common.db.engine import create_engine, create_session_factory
@@ -75,7 +75,9 @@ def build_state(settings: ApiSettings, telemetry: Telemetry) -> AppState:
         cursors=CursorCodec(session_secret),
         admin_sessions=SessionManager(
             session_secret,
+            sessions,
             ttl_seconds=settings.api.session_ttl_seconds,
+            idle_seconds=settings.api.session_idle_seconds,
             secure=settings.api.secure_cookies,
         ),
         cipher=TokenCipher(settings.key_ring()),
@@ -86,7 +88,7 @@ def build_state(settings: ApiSettings, telemetry: Telemetry) -> AppState:
         ),
         telemetry=telemetry,
         topology=Topology(settings.nats.namespace),
-        oidc_signer=Signer(session_secret, "oidc-login"),
+        oidc_signer=Sealed(session_secret, "oidc-login", max_age_seconds=OIDC_LOGIN_SECONDS),
         oidc=oidc,
     )
 

@@ -112,6 +112,8 @@ class ApiGroup(BaseModel):
     # must share it. Development generates one per process when it is missing.
     session_secret: SecretStr | None = None
     session_ttl_seconds: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
+    # An admin session unused this long ends (each page or action counts as use).
+    session_idle_seconds: int = Field(default=30 * 60, ge=60, le=7 * 24 * 3600)
     oauth_state_ttl_seconds: int = Field(default=600, ge=60, le=3600)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     declare_streams: bool = True  # declare the JetStream streams at start-up (idempotent)

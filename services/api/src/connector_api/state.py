@@ -17,7 +17,7 @@ from connector_api.auth import TokenVerifier
 from connector_api.oidc import OidcClient
 from connector_api.sessions import SessionManager
 from connector_api.settings import ApiSettings
-from connector_api.signing import CursorCodec, Signer
+from connector_api.signing import CursorCodec, Sealed
 from connector_common.crypto import TokenCipher
 from connector_common.db.engine import SessionFactory, unit_of_work
 from connector_common.ebay import EbayClient
@@ -67,7 +67,7 @@ class AppState:
     ebay: EbayClient
     telemetry: Telemetry
     topology: Topology
-    oidc_signer: Signer
+    oidc_signer: Sealed
     oidc: OidcClient | None = None
     nats: NatsClient | None = None
     relay: OutboxRelay | None = None

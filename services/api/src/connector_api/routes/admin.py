@@ -80,7 +80,7 @@ async def admin_page(
 ) -> Response:
     """The accounts table, or the login form without a session."""
     flash = app.admin_sessions.read_flash(request.cookies.get(FLASH_COOKIE))
-    session = app.admin_sessions.read(request.cookies.get(SESSION_COOKIE))
+    session = await app.admin_sessions.read(request.cookies.get(SESSION_COOKIE))
     if session is None:
         return _login_page(request, app, flash)
     ctx = await _context(app, request, session)
@@ -145,7 +145,7 @@ async def _act(
     request: Request, app: AppState, action: Action, success: str | Callable[[Any], str]
 ) -> Response:
     """Check session and CSRF, run one service function in one transaction, flash the result."""
-    session = app.admin_sessions.read(request.cookies.get(SESSION_COOKIE))
+    session = await app.admin_sessions.read(request.cookies.get(SESSION_COOKIE))
     if session is None:
         return redirect_with_flash(app, "error", "Your session has ended: log in again.")
     form = await request.form()
