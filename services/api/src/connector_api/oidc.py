@@ -13,14 +13,22 @@ in a signed, short-lived cookie: no server-side login state.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from authlib.integrations.base_client import OAuthError
-from authlib.integrations.starlette_client import OAuth, StarletteOAuth2App
 from joserfc.errors import JoseError
+
+with warnings.catch_warnings():
+    # Authlib 1.9 prefers the "httpx2" package and warns when it falls back to httpx, which is
+    # what the whole project uses (and what Authlib tests against); nothing to act on.
+    import authlib.deprecate  # noqa: F401 (installs an "always" filter of its own first)
+
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    from authlib.integrations.base_client import OAuthError
+    from authlib.integrations.starlette_client import OAuth, StarletteOAuth2App
 
 from connector_api.auth import Identity, InvalidOrgId, canonical_org_id, parse_roles
 from connector_api.settings import JwtSettings, OidcSettings
