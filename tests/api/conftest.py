@@ -34,6 +34,7 @@ from connector_common.telemetry import Telemetry, setup_telemetry
 from tests.fixtures.factories import make_account, make_token
 from tests.fixtures.idp import idp  # noqa: F401 (fixture)
 from tests.fixtures.infra import PostgresServer, unique_name
+from tests.fixtures.realm_idp import realm_idp  # noqa: F401 (fixture)
 from tests.fixtures.sandbox import SandboxHandle
 
 API_URL = "http://api.test"
