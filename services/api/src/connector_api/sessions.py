@@ -31,6 +31,9 @@ from connector_common.events import utcnow
 SESSION_COOKIE = "connector_session"
 FLASH_COOKIE = "connector_flash"
 LOGIN_CSRF_COOKIE = "connector_login_csrf"
+# A random nonce of the browser that starts an eBay consent on the admin page; the consent's
+# state is bound to its hash, so only this browser can complete it.
+CONSENT_COOKIE = "connector_consent"
 FlashKind = Literal["success", "error", "info"]
 FLASH_SECONDS = 120
 MAX_COOKIE_CHARS = 200

@@ -6,6 +6,7 @@ the REST API, in its own transaction, and comes back to ``/admin`` with a flash 
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -24,6 +25,7 @@ from connector_api.schemas import AccountUpdate, ConnectRequest, SortKey
 from connector_api.services import accounts, connect, listing
 from connector_api.services.context import RequestContext
 from connector_api.sessions import (
+    CONSENT_COOKIE,
     FLASH_COOKIE,
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -180,21 +182,50 @@ async def connect_account(request: Request, app: StateDep) -> Response:
     except ValidationError as exc:
         return redirect_with_flash(app, "error", _first_error(exc))
 
+    nonce = _browser_nonce(request)
+
     async def start(db: AsyncSession, ctx: RequestContext) -> Any:
         started = await connect.start_connect(
-            db, ctx, app.ebay, body, app.settings.api.oauth_state_ttl_seconds
+            db,
+            ctx,
+            app.ebay,
+            body,
+            app.settings.api.oauth_state_ttl_seconds,
+            browser_hash=connect.hash_browser(nonce),
         )
         request.scope.setdefault("state", {})["consent_url"] = started.consent_url
         return started
 
     response = await _act(request, app, start, "")
-    return _to_consent(response, request)
+    return _to_consent(app, response, request, nonce)
 
 
-def _to_consent(response: Response, request: Request) -> Response:
-    # _act answered with a redirect to /admin; on success we send the browser to eBay instead.
+def _browser_nonce(request: Request) -> str:
+    """This browser's consent nonce: the one it has (several consents may be under way), or
+    a new one."""
+    current = request.cookies.get(CONSENT_COOKIE)
+    if current and 32 <= len(current) <= connect.MAX_STATE_CHARS and current.isascii():
+        return current
+    return secrets.token_urlsafe(32)
+
+
+def _to_consent(app: AppState, response: Response, request: Request, nonce: str) -> Response:
+    # _act answered with a redirect to /admin; on success we send the browser to eBay instead,
+    # holding the nonce its consent is bound to (Lax: it must come back from eBay's site).
     started = request.scope.get("state", {}).get("consent_url")
-    return RedirectResponse(started, status_code=303) if started else response
+    if not started:
+        return response
+    to_ebay = RedirectResponse(started, status_code=303)
+    to_ebay.set_cookie(
+        CONSENT_COOKIE,
+        nonce,
+        max_age=app.settings.api.oauth_state_ttl_seconds,
+        httponly=True,
+        samesite="lax",
+        secure=app.settings.api.secure_cookies,
+        path="/",
+    )
+    return to_ebay
 
 
 def _account(request: Request, account_id: str) -> uuid.UUID:
@@ -205,15 +236,21 @@ def _account(request: Request, account_id: str) -> uuid.UUID:
 async def reconnect_account(request: Request, app: StateDep, account_id: str) -> Response:
     """New consent for an existing account."""
     target = _account(request, account_id)
+    nonce = _browser_nonce(request)
 
     async def start(db: AsyncSession, ctx: RequestContext) -> Any:
         started = await connect.start_reconnect(
-            db, ctx, app.ebay, target, app.settings.api.oauth_state_ttl_seconds
+            db,
+            ctx,
+            app.ebay,
+            target,
+            app.settings.api.oauth_state_ttl_seconds,
+            browser_hash=connect.hash_browser(nonce),
         )
         request.scope.setdefault("state", {})["consent_url"] = started.consent_url
         return started
 
-    return _to_consent(await _act(request, app, start, ""), request)
+    return _to_consent(app, await _act(request, app, start, ""), request, nonce)
 
 
 @router.post("/accounts/{account_id}/edit")

@@ -16,7 +16,7 @@ from connector_api.errors import Conflict
 from connector_api.pages import render
 from connector_api.schemas import ConnectRequest, ConnectStarted, error_responses
 from connector_api.services import connect as service
-from connector_api.sessions import FLASH_COOKIE, FlashKind
+from connector_api.sessions import CONSENT_COOKIE, FLASH_COOKIE, FlashKind
 from connector_api.state import AppState
 from connector_common.db.engine import unit_of_work
 from connector_common.events import utcnow
@@ -94,19 +94,21 @@ async def complete_consent(app: AppState, request: Request) -> Outcome:
     params = request.query_params
     now = utcnow()
     rid = request_id(request)
+    browser = service.hash_browser(request.cookies.get(CONSENT_COOKIE))
     try:
+        service.check_callback(params.get("state"), params.get("code"), params.get("error"))
         if params.get("error"):
             # Declined on eBay's page: burn the state too, so the link cannot be replayed.
             try:
                 async with unit_of_work(app.sessions) as session:
-                    await service.claim_state(session, params.get("state"), now)
+                    await service.claim_state(session, params.get("state"), now, browser)
             except service.ConnectFailed:
                 pass
             raise service.ConnectFailed(
                 "declined", "The seller declined eBay's consent: nothing was connected."
             )
         async with unit_of_work(app.sessions) as session:
-            pending = await service.claim_state(session, params.get("state"), now)
+            pending = await service.claim_state(session, params.get("state"), now, browser)
         context = request.scope.setdefault("state", {}).setdefault("log_context", {})
         context["org_id"] = str(pending.org_id)  # the callback has no token: the state says
         token, seller = await service.read_seller(app.ebay, params.get("code"))
