@@ -12,6 +12,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -39,6 +40,9 @@ from connector_common.telemetry import Telemetry, setup_telemetry
 # Resolved at each use, so it follows configure_logging even when imported earlier.
 log = structlog.stdlib.get_logger(__name__)
 
+# What FastAPI raises (400) when it cannot decode a request body at all.
+FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
 DESCRIPTION = """
 Connect eBay seller accounts ("houses") to your organisation, see their token and health
 status, and ask the workers for a refresh or a health check.
@@ -47,6 +51,24 @@ Every route except the probes, the OAuth callback and these docs needs
 `Authorization: Bearer <JWT>` with the claims `sub`, `org_id` and `roles` (`admin` may change
 things, `viewer` may only read). You only ever see your own organisation's accounts.
 """
+
+
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorBody, "description": "The request body is larger than the limit."},
+    429: {
+        "model": ErrorBody,
+        "description": "Too many requests from this address or organisation: wait for "
+        "`Retry-After` seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+    500: {"model": ErrorBody, "description": "Something failed on our side."},
+    503: {
+        "model": ErrorBody,
+        "description": "A dependency (database, identity provider) cannot be reached right "
+        "now: retry after `Retry-After` seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+}
 
 
 def build_state(settings: ApiSettings, telemetry: Telemetry) -> AppState:
@@ -112,7 +134,7 @@ def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> 
         version="1",
         description=DESCRIPTION.strip() or (package_doc or ""),
         lifespan=lifespan,
-        responses={500: {"model": ErrorBody, "description": "Something failed on our side."}},
+        responses=COMMON_RESPONSES,
     )
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.api.max_body_bytes)
     _install_error_handlers(app)
@@ -177,6 +199,30 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == FASTAPI_BODY_ERROR:
+            # A body FastAPI could not decode (not UTF-8): the documented 422, not a bare 400.
+            message = "the request body must be JSON encoded as UTF-8"
+            body = ErrorBody(
+                error="invalid",
+                message="the request is invalid",
+                fields=[FieldError(field="body", message=message)],
+            )
+            return _error(request, 422, body, {})
         codes = {404: "not_found", 405: "method_not_allowed"}
         body = ErrorBody(error=codes.get(exc.status_code, "http_error"), message=str(exc.detail))
-        return _error(request, exc.status_code, body, dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first route matching the path; every route counts.
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return _error(request, exc.status_code, body, headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers on this request's path."""
+    methods: set[str] = set()
+    path = request.scope["path"]
+    for route in iter_route_contexts(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(route.methods or ())
+    return sorted(methods)

@@ -53,9 +53,10 @@ def _purpose(value: str) -> str:
     return value
 
 
-# Bounded before cleaning too, so a huge value is refused without being processed.
-HouseName = Annotated[str, Field(max_length=400), AfterValidator(_house_name)]
-Purpose = Annotated[str, Field(max_length=2000), AfterValidator(_purpose)]
+# Bounded before cleaning too, so a huge value is refused without being processed; the same
+# bound as after cleaning, so the OpenAPI document states the limit that holds.
+HouseName = Annotated[str, Field(max_length=HOUSE_NAME_MAX), AfterValidator(_house_name)]
+Purpose = Annotated[str, Field(max_length=PURPOSE_MAX), AfterValidator(_purpose)]
 # A purpose to filter by: what a stored purpose may be (a NUL would fail in PostgreSQL).
 PurposeFilter = Annotated[str, AfterValidator(_purpose)]
 
