@@ -7,6 +7,7 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -180,9 +181,9 @@ def test_minting_refuses_a_non_canonical_org_id(capsys: pytest.CaptureFixture[st
 # --- point 1: the JWKS on a cold start ------------------------------------------------------
 
 
-@pytest.fixture
-async def jwks_api(
-    api_settings: ApiSettings, idp: IdentityProvider, dev_secret: str
+@asynccontextmanager
+async def jwks_running(
+    api_settings: ApiSettings, idp: IdentityProvider, dev_secret: str, max_wait: float
 ) -> AsyncIterator[Api]:
     """A production-like API whose keys come from the test identity provider's JWKS and have
     never been loaded (a cold start)."""
@@ -194,15 +195,35 @@ async def jwks_api(
             "algorithms": ["RS256", "ES256"],
             "jwks_min_refresh_seconds": 0.0,
             "jwks_timeout_seconds": 20.0,
-            "jwks_max_wait_seconds": 0.5,
+            "jwks_max_wait_seconds": max_wait,
         }
     )
     group = api_settings.api.model_copy(
         update={"jwt": jwt_settings, "session_secret": SecretStr("s" * 40)}
     )
-    async with running_api(api_settings.model_copy(update={"api": group}), dev_secret) as api:
+    try:
+        async with running_api(api_settings.model_copy(update={"api": group}), dev_secret) as api:
+            yield api
+    finally:
+        idp.jwks_delay = 0  # release a hanging JWKS request, if any
+
+
+@pytest.fixture
+async def jwks_api(
+    api_settings: ApiSettings, idp: IdentityProvider, dev_secret: str
+) -> AsyncIterator[Api]:
+    """Requests wait up to 20 s for a JWKS fetch (a loaded machine is slow, not wrong)."""
+    async with jwks_running(api_settings, idp, dev_secret, max_wait=20.0) as api:
         yield api
-    idp.jwks_delay = 0  # release a hanging JWKS request, if any
+
+
+@pytest.fixture
+async def impatient_jwks_api(
+    api_settings: ApiSettings, idp: IdentityProvider, dev_secret: str
+) -> AsyncIterator[Api]:
+    """Requests wait at most 0.5 s for a JWKS fetch."""
+    async with jwks_running(api_settings, idp, dev_secret, max_wait=0.5) as api:
+        yield api
 
 
 def forged(idp: IdentityProvider, **claims: Any) -> str:
@@ -240,8 +261,9 @@ async def test_tokens_failing_key_free_checks_never_fetch_keys(
 
 
 async def test_a_hanging_jwks_host_gets_one_fetch_and_quick_503s(
-    jwks_api: Api, idp: IdentityProvider
+    impatient_jwks_api: Api, idp: IdentityProvider
 ) -> None:
+    jwks_api = impatient_jwks_api
     idp.jwks_delay = 60.0
     started = time.monotonic()
     responses = await asyncio.gather(*(status_of(jwks_api, idp.token()) for _ in range(6)))

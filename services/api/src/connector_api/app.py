@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -24,7 +24,8 @@ from connector_api.deps import request_id
 from connector_api.errors import ApiError
 from connector_api.middleware import RequestMiddleware
 from connector_api.oidc import OIDC_LOGIN_SECONDS, OidcClient
-from connector_api.pages import STATIC_DIR
+from connector_api.pages import STATIC_DIR, render
+from connector_api.ratelimit import RateLimited, RateLimitMiddleware, RateLimits
 from connector_api.routes import accounts, admin, connect, login, ops
 from connector_api.schemas import ErrorBody, FieldError
 from connector_api.sessions import SessionManager
@@ -110,6 +111,7 @@ def build_state(settings: ApiSettings, telemetry: Telemetry) -> AppState:
         ),
         telemetry=telemetry,
         topology=Topology(settings.nats.namespace),
+        limits=RateLimits(settings.api.rate_limits, sessions),
         oidc_signer=Sealed(session_secret, "oidc-login", max_age_seconds=OIDC_LOGIN_SECONDS),
         oidc=oidc,
     )
@@ -136,6 +138,7 @@ def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> 
         lifespan=lifespan,
         responses=COMMON_RESPONSES,
     )
+    app.add_middleware(RateLimitMiddleware)  # inside RequestMiddleware: 429s are logged too
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.api.max_body_bytes)
     _install_error_handlers(app)
     app.include_router(ops.router)
@@ -160,7 +163,11 @@ def _field_name(error: Mapping[str, Any]) -> str:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        if isinstance(exc, RateLimited) and is_page(request.scope["path"]):
+            response = render(request, "rate_limited.html", {"message": exc.message}, 429)
+            response.headers.update(exc.headers)
+            return response
         fields = []
         if getattr(exc, "field", None):
             fields = [FieldError(field=str(exc.field), message=exc.message)]  # type: ignore[attr-defined]
@@ -215,6 +222,11 @@ def _install_error_handlers(app: FastAPI) -> None:
             # Starlette names only the first route matching the path; every route counts.
             headers["Allow"] = ", ".join(allowed_methods(request))
         return _error(request, exc.status_code, body, headers)
+
+
+def is_page(path: str) -> bool:
+    """Routes a person's browser shows (answered with HTML, not JSON)."""
+    return path.startswith(("/admin", "/ebay/oauth/callback"))
 
 
 def allowed_methods(request: Request) -> list[str]:

@@ -271,6 +271,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
         404: "No such account in your organisation.",
         409: "The change conflicts with the account's state or another account.",
         422: "The request is invalid; `fields` says which field and why.",
+        429: "Too many requests: wait for `Retry-After` seconds.",
         502: "eBay answered with an error.",
         503: "A dependency (database, NATS, eBay) is not reachable.",
     }

@@ -102,6 +102,19 @@ class OidcSettings(BaseModel):
         return bool(self.issuer and self.client_id)
 
 
+class RateLimitSettings(BaseModel):
+    """Requests per minute (``CONNECTOR_API__RATE_LIMITS__...``); see docs/api.md."""
+
+    enabled: bool = True
+    # Per replica (in memory): with N replicas a client can reach N times these.
+    per_address_per_minute: int = Field(default=1200, ge=1)
+    per_org_per_minute: int = Field(default=1200, ge=1)
+    # Shared by every replica (PostgreSQL): the routes an attacker would hammer.
+    login_per_address_per_minute: int = Field(default=10, ge=1)
+    connect_per_org_per_minute: int = Field(default=30, ge=1)
+    callback_per_address_per_minute: int = Field(default=30, ge=1)
+
+
 class ApiGroup(BaseModel):
     """``CONNECTOR_API__*``."""
 
@@ -116,6 +129,7 @@ class ApiGroup(BaseModel):
     session_idle_seconds: int = Field(default=30 * 60, ge=60, le=7 * 24 * 3600)
     oauth_state_ttl_seconds: int = Field(default=600, ge=60, le=3600)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    rate_limits: RateLimitSettings = RateLimitSettings()
     declare_streams: bool = True  # declare the JetStream streams at start-up (idempotent)
 
     @field_validator("public_url")

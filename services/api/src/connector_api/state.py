@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from connector_api import repository as repo
 from connector_api.auth import TokenVerifier
 from connector_api.oidc import OidcClient
+from connector_api.ratelimit import RateLimits
 from connector_api.sessions import SessionManager
 from connector_api.settings import ApiSettings
 from connector_api.signing import CursorCodec, Sealed
@@ -68,6 +69,7 @@ class AppState:
     telemetry: Telemetry
     topology: Topology
     oidc_signer: Sealed
+    limits: RateLimits
     oidc: OidcClient | None = None
     nats: NatsClient | None = None
     relay: OutboxRelay | None = None

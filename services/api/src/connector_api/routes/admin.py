@@ -20,6 +20,7 @@ from connector_api.auth import Identity
 from connector_api.deps import StateDep, account_id_param, principal_for, request_id
 from connector_api.errors import ApiError
 from connector_api.pages import BADGES, relative, render
+from connector_api.ratelimit import RateLimited
 from connector_api.repository import AccountFilter
 from connector_api.schemas import AccountUpdate, ConnectRequest, SortKey
 from connector_api.services import accounts, connect, listing
@@ -160,6 +161,8 @@ async def _act(
     try:
         async with unit_of_work(app.sessions) as db:
             result = await action(db, ctx)
+    except RateLimited:
+        raise  # a 429 page with Retry-After, not a flash message
     except ApiError as exc:
         return redirect_with_flash(app, "error", exc.message)
     app.wake_relay()
@@ -185,6 +188,7 @@ async def connect_account(request: Request, app: StateDep) -> Response:
     nonce = _browser_nonce(request)
 
     async def start(db: AsyncSession, ctx: RequestContext) -> Any:
+        await app.limits.check("connect", str(ctx.principal.org_id))
         started = await connect.start_connect(
             db,
             ctx,
@@ -239,6 +243,7 @@ async def reconnect_account(request: Request, app: StateDep, account_id: str) ->
     nonce = _browser_nonce(request)
 
     async def start(db: AsyncSession, ctx: RequestContext) -> Any:
+        await app.limits.check("connect", str(ctx.principal.org_id))
         started = await connect.start_reconnect(
             db,
             ctx,

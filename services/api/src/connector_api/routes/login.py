@@ -7,7 +7,7 @@ https); the token itself is not kept.
 from __future__ import annotations
 
 import structlog
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from connector_api.auth import Identity, require_role
@@ -15,6 +15,7 @@ from connector_api.deps import StateDep, principal_for, request_id
 from connector_api.errors import ApiError
 from connector_api.oidc import OIDC_LOGIN_SECONDS, LoginRequest, OidcError
 from connector_api.pages import render
+from connector_api.ratelimit import rate_limit
 from connector_api.routes.admin import redirect_with_flash as _redirect
 from connector_api.sessions import FLASH_COOKIE, LOGIN_CSRF_COOKIE, SESSION_COOKIE, FlashKind
 from connector_api.signing import constant_time_equal
@@ -49,7 +50,7 @@ async def _start_session(
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/admin")
 
 
-@router.post("/login")
+@router.post("/login", dependencies=[Depends(rate_limit("login"))])
 async def login(request: Request, app: StateDep) -> Response:
     """Exchange a pasted bearer token for a session."""
     form = await request.form()
@@ -115,7 +116,7 @@ async def _end(request: Request, app: AppState, *, everywhere: bool) -> Response
     return response
 
 
-@router.get("/oidc/login")
+@router.get("/oidc/login", dependencies=[Depends(rate_limit("login"))])
 async def oidc_login(app: StateDep) -> Response:
     """Off to the identity provider (404 when OIDC is not configured)."""
     if app.oidc is None:
@@ -137,7 +138,7 @@ async def oidc_login(app: StateDep) -> Response:
     return response
 
 
-@router.get("/oidc/callback")
+@router.get("/oidc/callback", dependencies=[Depends(rate_limit("login"))])
 async def oidc_callback(request: Request, app: StateDep) -> Response:
     """The identity provider's redirect: verify, start a session, go to the admin page."""
     params = request.query_params

@@ -38,7 +38,10 @@ def upgrade() -> None:
             "roles", postgresql.ARRAY(sa.Text()), server_default=sa.text("'{}'"), nullable=False
         ),
         sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
         ),
         sa.Column(
             "last_seen_at",
