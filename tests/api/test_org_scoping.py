@@ -58,7 +58,9 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/ebay-accounts/{account_id}/reactivate"): Call("write"),
     ("POST", "/ebay-accounts/{account_id}/refresh"): Call("write"),
     ("POST", "/ebay-accounts/{account_id}/health-check"): Call("write"),
+    ("GET", "/audit-events"): Call("write"),  # admins only, though it changes nothing
     ("GET", "/admin"): Call("read"),
+    ("GET", "/admin/activity"): Call("write"),  # admins only, though it changes nothing
     ("POST", "/admin/login"): Call("public", form={"token": "not-a-token"}),
     ("POST", "/admin/logout"): Call("read", form={}),
     ("POST", "/admin/logout-everywhere"): Call("read", form={}),

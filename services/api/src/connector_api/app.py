@@ -26,7 +26,7 @@ from connector_api.middleware import RequestMiddleware
 from connector_api.oidc import OIDC_LOGIN_SECONDS, OidcClient
 from connector_api.pages import STATIC_DIR, render
 from connector_api.ratelimit import RateLimited, RateLimitMiddleware, RateLimits
-from connector_api.routes import accounts, admin, connect, login, ops
+from connector_api.routes import accounts, activity, admin, audit, connect, login, ops
 from connector_api.schemas import ErrorBody, FieldError
 from connector_api.sessions import SessionManager
 from connector_api.settings import ApiSettings
@@ -126,6 +126,7 @@ def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> 
         state = build_state(settings, tele)
         app.state.connector = state
         state.start_messaging()
+        state.start_maintenance()
         try:
             yield
         finally:
@@ -144,7 +145,9 @@ def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> 
     app.include_router(ops.router)
     app.include_router(connect.router)  # before accounts: /ebay-accounts/connect is literal
     app.include_router(accounts.router)
+    app.include_router(audit.router)
     app.include_router(admin.router)
+    app.include_router(activity.router)
     app.include_router(login.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

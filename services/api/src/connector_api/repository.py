@@ -251,8 +251,10 @@ def add_audit(
     house_name: str | None,
     request_id: str | None,
     details: dict[str, Any] | None = None,
+    changes: dict[str, tuple[Any, Any]] | None = None,
 ) -> None:
-    """Record who did what (never personal data of the seller, never a secret)."""
+    """Record who did what, and each changed field as before/after (never personal data of
+    the seller, never a secret)."""
     session.add(
         AuditEntry(
             org_id=org_id,
@@ -262,6 +264,10 @@ def add_audit(
             house_name=house_name,
             request_id=request_id,
             details=details or {},
+            changes={
+                field: {"before": before, "after": after}
+                for field, (before, after) in (changes or {}).items()
+            },
         )
     )
 

@@ -236,6 +236,55 @@ class SortKey(StrEnum):
     LAST_HEALTH_AT_DESC = "-last_health_at"
 
 
+class FieldChange(BaseModel):
+    before: str | int | bool | None
+    after: str | int | bool | None
+
+
+AuditDetail = str | int | bool | None
+
+
+class AuditEvent(BaseModel):
+    """One entry of the audit trail: who did what, to which account, what changed."""
+
+    id: int = Field(description="Increasing: newer entries have larger ids.")
+    occurred_at: datetime
+    actor: str = Field(description="The `sub` of the person (or tool) who acted.")
+    action: str = Field(description="e.g. `account.renamed`, `session.started`.")
+    account_id: uuid.UUID | None
+    house_name: str | None = Field(description="The account's house name at the time.")
+    changes: dict[str, FieldChange] = Field(
+        description="Each changed field, before and after (no secret, no seller data)."
+    )
+    details: dict[str, AuditDetail] = Field(
+        description="Context of the action, e.g. `marketplace_id`, `token_version`."
+    )
+    request_id: str | None = Field(description="The request's `X-Request-ID` (access log).")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 1042,
+                    "occurred_at": "2026-01-01T12:00:00Z",
+                    "actor": "alice",
+                    "action": "account.renamed",
+                    "account_id": "5f0c8a52-3f55-4a54-a3a3-7d1f7e0b7a11",
+                    "house_name": "Montreal",
+                    "changes": {"house_name": {"before": "Warehouse-A", "after": "Montreal"}},
+                    "details": {},
+                    "request_id": "4bf92f3577b34da6",
+                }
+            ]
+        }
+    )
+
+
+class AuditEventPage(BaseModel):
+    items: list[AuditEvent]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at end.")
+
+
 class FieldError(BaseModel):
     field: str
     message: str

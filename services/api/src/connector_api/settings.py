@@ -130,6 +130,10 @@ class ApiGroup(BaseModel):
     oauth_state_ttl_seconds: int = Field(default=600, ge=60, le=3600)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     rate_limits: RateLimitSettings = RateLimitSettings()
+    # Audit entries older than this are deleted by a daily purge (0: keep them forever).
+    audit_retention_days: int = Field(default=365, ge=0, le=36_500)
+    # How often each replica checks whether today's purge is still to be done.
+    maintenance_check_seconds: float = Field(default=600.0, ge=1)
     declare_streams: bool = True  # declare the JetStream streams at start-up (idempotent)
 
     @field_validator("public_url")

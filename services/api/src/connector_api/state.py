@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connector_api import repository as repo
 from connector_api.auth import TokenVerifier
+from connector_api.maintenance import DailyPurge
 from connector_api.oidc import OidcClient
 from connector_api.ratelimit import RateLimits
 from connector_api.sessions import SessionManager
@@ -84,6 +85,12 @@ class AppState:
         """Publish what the last commit enqueued without waiting for the next poll."""
         if self.relay is not None:
             self.relay.wake()
+
+    def start_maintenance(self) -> None:
+        """The daily purge (audit retention, ended sessions, old rate-limit windows)."""
+        purge = DailyPurge(self.sessions, self.settings.api.audit_retention_days)
+        check = self.settings.api.maintenance_check_seconds
+        self.tasks.append(asyncio.create_task(purge.run(self.stop, check), name="daily-purge"))
 
     def start_messaging(self) -> None:
         """Connect to NATS in the background; until then events wait safely in the outbox."""

@@ -60,7 +60,8 @@ def redirect_with_flash(
     return response
 
 
-async def _context(app: AppState, request: Request, session: AdminSession) -> RequestContext:
+async def admin_context(app: AppState, request: Request, session: AdminSession) -> RequestContext:
+    """The request context of an admin-page request (same as a REST request's)."""
     identity = Identity(session.subject, session.org_external_id, session.roles, session.expires_at)
     principal = await principal_for(app, identity, request)
     return RequestContext(
@@ -86,7 +87,7 @@ async def admin_page(
     session = await app.admin_sessions.read(request.cookies.get(SESSION_COOKIE))
     if session is None:
         return _login_page(request, app, flash)
-    ctx = await _context(app, request, session)
+    ctx = await admin_context(app, request, session)
     filters = AccountFilter(statuses=(status,) if status else ())
     try:
         async with unit_of_work(app.sessions) as db:
@@ -157,7 +158,7 @@ async def _act(
         return redirect_with_flash(
             app, "error", "The form had expired; nothing was changed. Try again."
         )
-    ctx = await _context(app, request, session)
+    ctx = await admin_context(app, request, session)
     try:
         async with unit_of_work(app.sessions) as db:
             result = await action(db, ctx)
