@@ -53,9 +53,10 @@ def _parser() -> argparse.ArgumentParser:
         "--downgrade", action="store_true", help="migrate down to --revision (e.g. base)"
     )
 
-    from connector_cli import tokens
+    from connector_cli import keys, tokens
 
     tokens.add_parser(sub)
+    keys.add_parser(sub)
 
     for name, (_module, help_text) in SERVICE_COMMANDS.items():
         service = sub.add_parser(name, help=help_text, add_help=False)
@@ -95,6 +96,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from connector_cli import tokens
 
         return tokens.run(args)
+    if args.command == "keys":
+        from connector_cli import keys
+
+        return keys.run(args)
     module_name, _help = SERVICE_COMMANDS[args.command]
     try:
         module = importlib.import_module(module_name)
