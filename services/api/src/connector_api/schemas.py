@@ -53,6 +53,15 @@ def _purpose(value: str) -> str:
     return value
 
 
+def printable(value: str) -> str:
+    """Refuse control characters (PostgreSQL cannot even store a NUL in text)."""
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+# A person as the audit trail records them (a JWT subject) or a filter on one.
+Actor = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(printable)]
 # Bounded before cleaning too, so a huge value is refused without being processed; the same
 # bound as after cleaning, so the OpenAPI document states the limit that holds.
 HouseName = Annotated[str, Field(max_length=HOUSE_NAME_MAX), AfterValidator(_house_name)]

@@ -40,6 +40,8 @@ async def activity_page(
         account_id = uuid.UUID(account) if account else None
     except ValueError:
         return redirect_with_flash(app, "error", "That account id is not valid.", "/admin/activity")
+    if not all(v is None or v.isprintable() for v in (action, actor)):
+        return redirect_with_flash(app, "error", "Filters cannot hold control characters.")
     filters = AuditFilter(
         account_id=account_id,
         actor=actor or None,

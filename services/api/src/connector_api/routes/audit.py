@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime, StringConstraints
+from pydantic import AwareDatetime, BeforeValidator, StringConstraints
 
 from connector_api.audit_repository import AuditFilter
 from connector_api.deps import ContextDep, SessionDep, StateDep, known_query_params
 from connector_api.errors import InvalidInput
-from connector_api.schemas import AuditEventPage, error_responses
+from connector_api.schemas import Actor, AuditEventPage, error_responses
 from connector_api.services import audit as service
 
+
+def _not_a_number(value: object) -> object:
+    # pydantic would read "1700000000" (or "9.5e-153") as a Unix time: the document says an
+    # ISO 8601 date-time, so a bare number is refused like any other malformed time.
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        raise ValueError("must be an ISO 8601 date-time with an offset, e.g. 2026-01-01T00:00:00Z")
+    return value
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]
 Action = Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,30}(\.[a-z_]{1,30}){0,2}$")]
-Actor = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 router = APIRouter(tags=["audit"], dependencies=[Depends(known_query_params)])
 
 
@@ -34,10 +45,10 @@ async def list_audit_events(
         Query(description="Any of these actions, e.g. `account.renamed` (repeatable)."),
     ] = None,
     since: Annotated[
-        AwareDatetime | None, Query(description="From this time on (inclusive, with offset).")
+        IsoTime | None, Query(description="From this time on (inclusive, with offset).")
     ] = None,
     until: Annotated[
-        AwareDatetime | None, Query(description="Before this time (exclusive, with offset).")
+        IsoTime | None, Query(description="Before this time (exclusive, with offset).")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
