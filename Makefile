@@ -8,13 +8,15 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: install run test lint format browser promtool asyncapi screenshots clean help
+.PHONY: install run test lint format browser promtool asyncapi screenshots fuzz bench-rotate clean help
 
 help:
 	@echo "make run   - start the whole system locally (embedded PostgreSQL + NATS, eBay sandbox, all services)"
 	@echo "make test  - run the whole test suite"
 	@echo "make lint  - ruff + mypy"
 	@echo "make screenshots - pictures of the admin console for docs/ (needs a running make run)"
+	@echo "make fuzz  - a long schemathesis run against the API (FUZZ_CASES=20000)"
+	@echo "make bench-rotate - how fast connector keys rotate re-encrypts 100,000 token rows"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -69,6 +71,15 @@ asyncapi: install
 SCREENSHOTS_URL ?= http://127.0.0.1:$(API_PORT)
 screenshots: install browser
 	$(VENV)/bin/python -m scripts.screenshots --url $(SCREENSHOTS_URL)
+
+# The bounded run (about 1,000 cases) is part of make test; this one searches longer, with new
+# random cases each time.
+FUZZ_CASES ?= 20000
+fuzz: install
+	CONNECTOR_FUZZ_CASES=$(FUZZ_CASES) $(VENV)/bin/pytest tests/api/test_fuzz.py -q -p no:randomly --timeout=3600
+
+bench-rotate: install
+	$(VENV)/bin/python -m bench.bench_rotate
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -34,6 +34,7 @@ from connector_common.telemetry import Telemetry, setup_telemetry
 from tests.fixtures.factories import make_account, make_token
 from tests.fixtures.idp import idp  # noqa: F401 (fixture)
 from tests.fixtures.infra import PostgresServer, provision_namespace, unique_name
+from tests.fixtures.realm_idp import realm_idp  # noqa: F401 (fixture)
 from tests.fixtures.sandbox import SandboxHandle
 
 API_URL = "http://api.test"
@@ -125,6 +126,15 @@ def make_settings(
             "public_url": API_URL,
             "jwt": {"dev_secret": SecretStr(dev_secret)},
             "session_secret": SecretStr(secrets.token_urlsafe(32)),
+            # Tests share one client address and, per module, one API: limits far above what
+            # they do (test_rate_limits.py sets its own).
+            "rate_limits": {
+                "per_address_per_minute": 100_000,
+                "per_org_per_minute": 100_000,
+                "login_per_address_per_minute": 100_000,
+                "connect_per_org_per_minute": 100_000,
+                "callback_per_address_per_minute": 100_000,
+            },
             **api,
         },
     )

@@ -63,7 +63,7 @@ async def test_rename_changes_the_name_and_records_old_and_new(api: Api) -> None
     assert '"new_house_name":"Montreal"' in message.payload
     [entry] = await audit(api)
     assert (entry.action, entry.house_name, entry.actor) == ("account.renamed", "Montreal", "alice")
-    assert entry.details == {"old_house_name": "Warehouse-A"}
+    assert entry.changes == {"house_name": {"before": "Warehouse-A", "after": "Montreal"}}
     assert entry.request_id == response.headers["x-request-id"]
 
 

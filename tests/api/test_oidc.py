@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from connector_api.settings import ApiSettings
 from tests.api.conftest import API_URL, Api, running_api
 from tests.fixtures.idp import IdentityProvider
+from tests.fixtures.realm_idp import RealmProvider
 
 CLIENT_ID = "connector-admin"
 
@@ -126,3 +127,69 @@ async def test_oidc_code_can_be_used_once(oidc_api: Api, idp: IdentityProvider) 
         assert (await browser.get(back)).status_code == 200
         again = await browser.get(back)
     assert again.status_code == 400
+
+
+# --- a second, independently written identity provider (Keycloak-like, ES256) ---------------
+
+
+@pytest.fixture
+async def realm_api(
+    api_settings: ApiSettings, dev_secret: str, realm_idp: RealmProvider
+) -> AsyncIterator[Api]:
+    secret = secrets.token_urlsafe(24)
+    realm_idp.register_client(CLIENT_ID, secret, f"{API_URL}/admin/oidc/callback")
+    oidc = api_settings.api.oidc.model_copy(
+        update={
+            "issuer": realm_idp.issuer,
+            "client_id": CLIENT_ID,
+            "client_secret": SecretStr(secret),
+            "algorithms": ["ES256"],
+        }
+    )
+    jwt_settings = api_settings.api.jwt.model_copy(
+        update={"org_claim": "tenant", "roles_claim": "groups"}
+    )
+    group = api_settings.api.model_copy(update={"oidc": oidc, "jwt": jwt_settings})
+    async with running_api(api_settings.model_copy(update={"api": group}), dev_secret) as api:
+        yield api
+
+
+async def test_oidc_login_works_with_a_second_provider_set_up_differently(
+    realm_api: Api, realm_idp: RealmProvider
+) -> None:
+    async with browser_for(realm_api) as browser:
+        back = await start_login(realm_api, browser)
+        assert back.startswith(f"{API_URL}/admin/oidc/callback?")
+        done = await browser.get(back)
+        assert done.status_code == 200, done.text
+        assert "Logged in as f:1234:erin." in done.text
+        page = await browser.get("/admin")
+    assert "acme-eu" in page.text  # the org id in its canonical (lower-case) form
+    assert "admin" in page.text
+    (exchange,) = realm_idp.token_requests
+    assert exchange["authorization"] == ""  # client_secret_post, as its discovery says
+    assert exchange["client_secret"]
+    assert exchange["code_verifier"]
+
+
+async def test_an_id_token_signed_with_an_algorithm_we_do_not_pin_is_refused(
+    realm_api: Api, realm_idp: RealmProvider
+) -> None:
+    realm_api.state.settings.api.oidc.algorithms.clear()
+    realm_api.state.settings.api.oidc.algorithms.append("RS256")
+    realm_api.state.oidc._app.server_metadata.clear()  # type: ignore[union-attr]
+    async with browser_for(realm_api) as browser:
+        response = await browser.get(await start_login(realm_api, browser))
+    assert response.status_code == 400
+    assert "does not verify" in response.text
+
+
+async def test_an_id_token_with_a_non_canonical_org_is_refused(
+    realm_api: Api, realm_idp: RealmProvider
+) -> None:
+    realm_idp.login_as = {"sub": "eve", "tenant": "acme eu", "groups": ["admin"]}
+    async with browser_for(realm_api) as browser:
+        response = await browser.get(await start_login(realm_api, browser))
+    assert response.status_code == 400
+    assert "tenant" in response.text
+    assert "connector_session=" not in response.headers.get("set-cookie", "")

@@ -61,10 +61,13 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/ebay-accounts/{account_id}/reactivate"): Call("write"),
     ("POST", "/ebay-accounts/{account_id}/refresh"): Call("write"),
     ("POST", "/ebay-accounts/{account_id}/health-check"): Call("write"),
+    ("GET", "/audit-events"): Call("write"),  # admins only, though it changes nothing
     ("GET", "/admin"): Call("read"),
     ("GET", "/admin/accounts/{account_id}"): Call("read"),
+    ("GET", "/admin/activity"): Call("write"),  # admins only, though it changes nothing
     ("POST", "/admin/login"): Call("public", form={"token": "not-a-token"}),
     ("POST", "/admin/logout"): Call("read", form={}),
+    ("POST", "/admin/logout-everywhere"): Call("read", form={}),
     ("GET", "/admin/oidc/login"): Call("public"),
     ("GET", "/admin/oidc/callback"): Call("public"),
     ("POST", "/admin/connect"): Call("write", form={"house_name": "Elsewhere"}),
@@ -116,7 +119,12 @@ async def snapshot(api: Api, org_id: uuid.UUID) -> list[Any]:
             await rows(select(EbayAccount).where(EbayAccount.org_id == org_id)),
             await rows(select(EbayToken).join(EbayAccount).where(EbayAccount.org_id == org_id)),
             await rows(select(HealthCheck).join(EbayAccount).where(EbayAccount.org_id == org_id)),
-            await rows(select(AuditEntry).where(AuditEntry.org_id == org_id)),
+            # A caller's own log-in and log-out are audited in its org: not a change to it.
+            await rows(
+                select(AuditEntry).where(
+                    AuditEntry.org_id == org_id, AuditEntry.action.not_like("session.%")
+                )
+            ),
             await rows(select(OAuthState).where(OAuthState.org_id == org_id)),
             # Events name the org in their subject, commands in their payload.
             await rows(
@@ -151,7 +159,8 @@ async def call(
         identity = Identity(
             "mallory", caller.org, frozenset({caller.role}), utcnow().replace(year=2100)
         )
-        cookie, session = api.state.admin_sessions.issue(identity)
+        org_id = await api.state.orgs.resolve(caller.org)
+        cookie, session = await api.state.admin_sessions.issue(identity, org_id)
         headers["Cookie"] = f"connector_session={cookie}"
         if spec.form is not None:
             data = {**spec.form, "csrf": api.state.admin_sessions.csrf_token(session)}

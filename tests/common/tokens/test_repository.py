@@ -65,6 +65,7 @@ async def test_a_held_lease_turns_away_the_second_claimant_until_it_expires(
     assert isinstance(first, Claim)
     second = await claim(sessions, account, "b")
     assert isinstance(second, Busy)
+    assert second.lease_until is not None
     assert second.lease_until > second.now
     await expire_lease(sessions, account)
     third = await claim(sessions, account, "b")

@@ -93,11 +93,12 @@ def _parser() -> argparse.ArgumentParser:
         "container holding a new version's pods until the migration Job is done)",
     )
 
-    from connector_cli import events, provision, tokens
+    from connector_cli import events, keys, provision, tokens
 
     provision.add_parser(sub)
     tokens.add_parser(sub)
     events.add_parser(sub)
+    keys.add_parser(sub)
 
     for name, (_module, help_text) in SERVICE_COMMANDS.items():
         service = sub.add_parser(name, help=help_text, add_help=False)
@@ -161,6 +162,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from connector_cli import events
 
         return events.run(args)
+    if args.command == "keys":
+        from connector_cli import keys
+
+        return keys.run(args)
     module_name, _help = SERVICE_COMMANDS[args.command]
     try:
         module = importlib.import_module(module_name)

@@ -42,9 +42,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _org(value: str) -> str:
-    value = value.strip()
-    if not 0 < len(value) <= 200 or not value.isprintable():
-        raise argparse.ArgumentTypeError("must be 1-200 printable characters")
+    from connector_api.auth import InvalidOrgId, canonical_org_id
+
+    try:
+        canonical = canonical_org_id(value)
+    except InvalidOrgId as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if canonical != value:
+        # The API would fold it; a minted token names the organisation as the API knows it.
+        raise argparse.ArgumentTypeError(f"write it in lower case: {canonical!r}")
     return value
 
 

@@ -11,7 +11,8 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 from fastapi.telemetry import TelemetryConfig
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -23,11 +24,14 @@ from connector_api.auth import TokenVerifier
 from connector_api.deps import request_id
 from connector_api.errors import ApiError
 from connector_api.middleware import RequestMiddleware
-from connector_api.oidc import OidcClient
-from connector_api.pages import STATIC_DIR
+from connector_api.oidc import OIDC_LOGIN_SECONDS, OidcClient
+from connector_api.pages import STATIC_DIR, render
+from connector_api.ratelimit import RateLimited, RateLimitMiddleware, RateLimits
 from connector_api.routes import (
     accounts,
+    activity,
     admin,
+    audit,
     budget,
     connect,
     console,
@@ -41,7 +45,7 @@ from connector_api.schemas import ErrorBody, FieldError
 from connector_api.services.deletion import DeletionEndpoint
 from connector_api.sessions import SessionManager
 from connector_api.settings import ApiSettings
-from connector_api.signing import CursorCodec, Signer
+from connector_api.signing import CursorCodec, Sealed
 from connector_api.state import AppState, OrgDirectory
 from connector_common.budget.recorder import CallRecorder
 from connector_common.crypto import TokenCipher
@@ -53,6 +57,9 @@ from connector_common.telemetry import Telemetry, setup_telemetry
 
 # Resolved at each use, so it follows configure_logging even when imported earlier.
 log = structlog.stdlib.get_logger(__name__)
+
+# What FastAPI raises (400) when it cannot decode a request body at all.
+FASTAPI_BODY_ERROR = "There was an error parsing the body"
 
 DESCRIPTION = """
 Connect eBay seller accounts ("houses") to your organisation, see their token and health
@@ -70,6 +77,23 @@ NATIVE_TELEMETRY_OFF: TelemetryConfig = {
     "logs": False,
     "operation_spans": False,
     "auto_configure": False,
+}
+
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorBody, "description": "The request body is larger than the limit."},
+    429: {
+        "model": ErrorBody,
+        "description": "Too many requests from this address or organisation: wait for "
+        "`Retry-After` seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+    500: {"model": ErrorBody, "description": "Something failed on our side."},
+    503: {
+        "model": ErrorBody,
+        "description": "A dependency (database, identity provider) cannot be reached right "
+        "now: retry after `Retry-After` seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
 }
 
 
@@ -109,14 +133,17 @@ def build_state(settings: ApiSettings, telemetry: Telemetry) -> AppState:
         cursors=CursorCodec(session_secret),
         admin_sessions=SessionManager(
             session_secret,
+            sessions,
             ttl_seconds=settings.api.session_ttl_seconds,
+            idle_seconds=settings.api.session_idle_seconds,
             secure=settings.api.secure_cookies,
         ),
         cipher=TokenCipher(settings.key_ring()),
         ebay=ebay,
         telemetry=telemetry,
         topology=Topology(settings.nats.namespace),
-        oidc_signer=Signer(session_secret, "oidc-login"),
+        limits=RateLimits(settings.api.rate_limits, sessions),
+        oidc_signer=Sealed(session_secret, "oidc-login", max_age_seconds=OIDC_LOGIN_SECONDS),
         calls=calls,
         deletion=DeletionEndpoint(settings, sessions, ebay, settings.nats.namespace),
         oidc=oidc,
@@ -134,6 +161,7 @@ def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> 
         state = build_state(settings, tele)
         app.state.connector = state
         state.start_messaging()
+        state.start_maintenance()
         try:
             yield
         finally:
@@ -144,7 +172,7 @@ def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> 
         version="1",
         description=DESCRIPTION.strip() or (package_doc or ""),
         lifespan=lifespan,
-        responses={500: {"model": ErrorBody, "description": "Something failed on our side."}},
+        responses=COMMON_RESPONSES,
         # One server instrumentation: ours (RequestMiddleware). FastAPI's native telemetry,
         # on by default once a global provider exists, would add a second server span whose
         # ``url.query`` carries the OAuth callback's code and state, and log request input.
@@ -153,6 +181,7 @@ def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> 
         docs_url=None,
         redoc_url=None,
     )
+    app.add_middleware(RateLimitMiddleware)  # inside RequestMiddleware: 429s are logged too
     app.add_middleware(
         RequestMiddleware,
         max_body_bytes=settings.api.max_body_bytes,
@@ -163,8 +192,10 @@ def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> 
     app.include_router(home.router)
     app.include_router(connect.router)  # before accounts: /ebay-accounts/connect is literal
     app.include_router(accounts.router)
+    app.include_router(audit.router)
     app.include_router(console.router)
     app.include_router(admin.router)
+    app.include_router(activity.router)
     app.include_router(login.router)
     app.include_router(notifications.router)  # public: eBay calls it (signature checked)
     app.include_router(budget.router)
@@ -189,7 +220,11 @@ def _field_name(error: Mapping[str, Any]) -> str:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        if isinstance(exc, RateLimited) and is_page(request.scope["path"]):
+            response = render(request, "rate_limited.html", {"message": exc.message}, 429)
+            response.headers.update(exc.headers)
+            return response
         fields = []
         if getattr(exc, "field", None):
             fields = [FieldError(field=str(exc.field), message=exc.message)]  # type: ignore[attr-defined]
@@ -228,6 +263,35 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == FASTAPI_BODY_ERROR:
+            # A body FastAPI could not decode (not UTF-8): the documented 422, not a bare 400.
+            message = "the request body must be JSON encoded as UTF-8"
+            body = ErrorBody(
+                error="invalid",
+                message="the request is invalid",
+                fields=[FieldError(field="body", message=message)],
+            )
+            return _error(request, 422, body, {})
         codes = {404: "not_found", 405: "method_not_allowed"}
         body = ErrorBody(error=codes.get(exc.status_code, "http_error"), message=str(exc.detail))
-        return _error(request, exc.status_code, body, dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first route matching the path; every route counts.
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return _error(request, exc.status_code, body, headers)
+
+
+def is_page(path: str) -> bool:
+    """Routes a person's browser shows (answered with HTML, not JSON)."""
+    return path.startswith(("/admin", "/ebay/oauth/callback"))
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers on this request's path."""
+    methods: set[str] = set()
+    path = request.scope["path"]
+    for route in iter_route_contexts(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(route.methods or ())
+    return sorted(methods)

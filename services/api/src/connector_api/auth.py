@@ -1,37 +1,69 @@
 """Bearer JWT validation (RFC 8725) and the principal every org-scoped request acts as.
 
-The accepted algorithms come from settings only; ``alg`` in a token header merely has to be one
-of them (``none`` never is). ``exp``, ``iss``, ``aud`` and ``sub`` are required and checked.
-Keys: a JWKS document fetched with httpx and cached, re-read (rate-limited) when a token names
-a key id we do not know; or, in development only, the shared HS256 secret.
+:meth:`TokenVerifier.verify` is the single entry point. It checks, in this order, everything
+that needs no key: the token's shape, its header (``alg`` one of the pinned algorithms, never
+``none``; no ``crit`` extensions) and its claims (``exp``, ``nbf`` and ``iat`` as NumericDates
+within range and time, ``iss``, ``aud``, ``sub``, a canonical ``org_id``). Only then does it ask
+for a key (:mod:`connector_api.jwks`: the identity provider's JWKS, or in development the
+shared HS256 secret) and verify the signature, so a stale, foreign or malformed token never
+makes us call the identity provider.
 """
 
 from __future__ import annotations
 
-import asyncio
+import base64
+import binascii
+import json
+import math
+import re
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-import httpx
 import jwt
-import structlog
 
-from connector_api.errors import Forbidden, Unauthorized, Unavailable
+from connector_api.errors import Forbidden, Unauthorized
+from connector_api.jwks import JwksKeys, KeySource, SharedSecretKeys
 from connector_api.settings import JwtSettings
-
-# Resolved at each use, so it follows configure_logging even when imported earlier.
-log = structlog.stdlib.get_logger(__name__)
 
 ROLE_ADMIN = "admin"
 ROLE_VIEWER = "viewer"
 KNOWN_ROLES = frozenset({ROLE_ADMIN, ROLE_VIEWER})
 MAX_TOKEN_BYTES = 8192
-# Algorithm family (first two letters) -> the JWK key type it needs.
-_KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+# NumericDates beyond datetime's range (year 9999) cannot be a real expiry.
+MAX_NUMERIC_DATE = 253_402_300_799
+# What an organisation id may be, once case-folded (see :func:`canonical_org_id`).
+ORG_ID_MAX = 200
+_ORG_ID = re.compile(r"^[a-z0-9._:@/+=-]{1,200}$")
+
+
+class InvalidOrgId(ValueError):
+    """An organisation id that is not in (and cannot be folded into) the canonical form."""
+
+
+def canonical_org_id(raw: object) -> str:
+    """The canonical form of an organisation id, or :class:`InvalidOrgId`.
+
+    An org id is 1-200 ASCII letters, digits and ``. _ : @ / + = -``; letters are folded to
+    lower case (``DEMO`` and ``demo`` are one organisation). Anything else is refused rather
+    than normalised: whitespace anywhere (``"demo "``), control and format characters, and every
+    non-ASCII character, so full-width (U+FF44...) and look-alike letters (Cyrillic U+0435)
+    can never name, or pass for, another organisation.
+    """
+    if not isinstance(raw, str) or not raw:
+        raise InvalidOrgId("must be a non-empty string")
+    if not raw.isascii():
+        raise InvalidOrgId("must be ASCII letters, digits and . _ : @ / + = - only")
+    folded = raw.lower()
+    if not _ORG_ID.match(folded):
+        raise InvalidOrgId(
+            f"must be 1-{ORG_ID_MAX} ASCII letters, digits and . _ : @ / + = - "
+            "(no spaces or control characters)"
+        )
+    return folded
 
 
 @dataclass(frozen=True)
@@ -64,120 +96,19 @@ class Principal:
             raise Forbidden("this needs the admin role; a viewer may only read")
 
 
-class KeySource(Protocol):
-    async def key_for(self, kid: str | None, algorithm: str) -> Any: ...
-
-    async def aclose(self) -> None: ...
-
-
-class SharedSecretKeys:
-    """The development HS256 secret."""
-
-    def __init__(self, secret: str) -> None:
-        self._secret = secret
-
-    async def key_for(self, kid: str | None, algorithm: str) -> Any:
-        return self._secret
-
-    async def aclose(self) -> None:
-        return None
-
-
-class JwksKeys:
-    """Public keys from a JWKS URL, cached; an unknown ``kid`` triggers a rate-limited re-read."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        cache_seconds: float,
-        min_refresh_seconds: float,
-        timeout_seconds: float,
-        http: httpx.AsyncClient | None = None,
-    ) -> None:
-        self._url = url
-        self._cache_seconds = cache_seconds
-        self._min_refresh_seconds = min_refresh_seconds
-        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(timeout_seconds))
-        self._owns_http = http is None
-        self._keys: dict[str | None, jwt.PyJWK] = {}
-        self._fetched_at: float | None = None
-        self._lock = asyncio.Lock()
-
-    async def key_for(self, kid: str | None, algorithm: str) -> Any:
-        now = time.monotonic()
-        stale = self._fetched_at is None or now - self._fetched_at > self._cache_seconds
-        unknown = self._pick(kid) is None
-        if stale or (unknown and self._may_refresh(now)):
-            await self._refresh(force=unknown)
-        jwk = self._pick(kid)
-        if jwk is None:
-            raise Unauthorized("the token is signed with an unknown key")
-        declared = jwk._jwk_data.get("alg")  # a key that names its algorithm allows only that
-        if (declared and declared != algorithm) or _KEY_TYPES.get(algorithm[:2]) != jwk.key_type:
-            raise Unauthorized("the token's algorithm does not match its key")
-        return jwk.key
-
-    def _pick(self, kid: str | None) -> jwt.PyJWK | None:
-        if kid is not None:
-            return self._keys.get(kid)
-        # A token without kid is only unambiguous when the set holds exactly one key.
-        return next(iter(self._keys.values())) if len(self._keys) == 1 else None
-
-    def _may_refresh(self, now: float) -> bool:
-        return self._fetched_at is None or now - self._fetched_at >= self._min_refresh_seconds
-
-    async def _refresh(self, *, force: bool) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            fresh = self._fetched_at is not None and now - self._fetched_at <= self._cache_seconds
-            if fresh and not force:
-                return  # another request refreshed while we waited
-            if force and not self._may_refresh(now):
-                return
-            try:
-                response = await self._http.get(self._url, headers={"Accept": "application/json"})
-                response.raise_for_status()
-                keys = _parse_jwks(response.json())
-            except (httpx.HTTPError, ValueError) as exc:
-                log.warning("jwks fetch failed", url=self._url, error=type(exc).__name__)
-                if not self._keys:
-                    # Not the caller's fault: 503, so clients retry instead of dropping a token.
-                    raise Unavailable("the identity provider's keys cannot be fetched") from None
-                self._fetched_at = now  # keep serving the keys we have; try again later
-                return
-            self._keys = keys
-            self._fetched_at = now
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
-
-
-def _parse_jwks(document: object) -> dict[str | None, jwt.PyJWK]:
-    if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
-        raise ValueError("not a JWKS document")
-    keys: dict[str | None, jwt.PyJWK] = {}
-    for entry in document["keys"]:
-        if not isinstance(entry, Mapping) or entry.get("use", "sig") != "sig":
-            continue
-        if entry.get("kty") not in _KEY_TYPES.values():
-            continue  # never a symmetric ("oct") key from a public document
-        try:
-            jwk = jwt.PyJWK(dict(entry))
-        except jwt.PyJWTError:
-            continue  # a key type we cannot use (or a malformed one) must not hide the others
-        keys[jwk.key_id] = jwk
-    return keys
-
-
 class TokenVerifier:
     """Checks bearer tokens against pinned algorithms, issuer, audience and keys."""
 
-    def __init__(self, settings: JwtSettings, keys: KeySource) -> None:
+    def __init__(self, settings: JwtSettings, keys: KeySource, clock: Any = time.time) -> None:
         self._settings = settings
         self._keys = keys
         self._algorithms = settings.pinned_algorithms
+        self._clock = clock
+
+    @property
+    def keys(self) -> KeySource:
+        """Where the keys come from (the JWKS source keeps fetch statistics)."""
+        return self._keys
 
     @classmethod
     def from_settings(cls, settings: JwtSettings) -> TokenVerifier:
@@ -189,6 +120,8 @@ class TokenVerifier:
                 cache_seconds=settings.jwks_cache_seconds,
                 min_refresh_seconds=settings.jwks_min_refresh_seconds,
                 timeout_seconds=settings.jwks_timeout_seconds,
+                max_wait_seconds=settings.jwks_max_wait_seconds,
+                backoff_max_seconds=settings.jwks_backoff_max_seconds,
             )
         elif settings.dev_secret is not None:
             keys = SharedSecretKeys(settings.dev_secret.get_secret_value())
@@ -201,19 +134,17 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> Identity:
         """The identity a valid token carries; raises :class:`Unauthorized` otherwise."""
-        if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
-            raise Unauthorized("the bearer token is malformed")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise Unauthorized("the bearer token is malformed") from None
+        header, claims = _unverified(token)
         algorithm = header.get("alg")
         if not isinstance(algorithm, str) or algorithm not in self._algorithms:
             raise Unauthorized("the token's signing algorithm is not accepted")
+        if "crit" in header:
+            raise Unauthorized("the token names critical header extensions we do not support")
+        identity = self._check_claims(claims)  # everything that needs no key, before any fetch
         kid = header.get("kid")
         key = await self._keys.key_for(kid if isinstance(kid, str) else None, algorithm)
-        claims = self._decode(token, key)
-        return self._identity(claims)
+        self._decode(token, key)
+        return identity
 
     def _decode(self, token: str, key: Any) -> dict[str, Any]:
         try:
@@ -226,31 +157,90 @@ class TokenVerifier:
                 leeway=self._settings.leeway_seconds,
                 options={"require": ["exp", "iss", "aud", "sub"]},
             )
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("the token has expired") from None
-        except jwt.InvalidAudienceError:
-            raise Unauthorized("the token is not meant for this API (audience)") from None
-        except jwt.InvalidIssuerError:
-            raise Unauthorized("the token comes from an issuer this API does not trust") from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise Unauthorized(f"the token lacks the {exc.claim!r} claim") from None
         except jwt.InvalidSignatureError:
             raise Unauthorized("the token's signature does not verify") from None
-        except jwt.ImmatureSignatureError:
-            raise Unauthorized("the token is not valid yet") from None
-        except (jwt.PyJWTError, TypeError, ValueError):
+        except jwt.ExpiredSignatureError:  # only if it expired while we fetched keys
+            raise Unauthorized("the token has expired") from None
+        except (jwt.PyJWTError, TypeError, ValueError, OverflowError):
             raise Unauthorized("the token is invalid") from None
 
-    def _identity(self, claims: Mapping[str, Any]) -> Identity:
-        subject = claims.get("sub")
+    def _check_claims(self, claims: Mapping[str, Any]) -> Identity:
+        now = self._clock()
+        leeway = self._settings.leeway_seconds
+        expires = numeric_date(claims, "exp")
+        if expires is None:
+            raise Unauthorized("the token lacks the 'exp' claim")
+        if expires <= now - leeway:
+            raise Unauthorized("the token has expired")
+        not_before = numeric_date(claims, "nbf")
+        if not_before is not None and not_before > now + leeway:
+            raise Unauthorized("the token is not valid yet")
+        issued = numeric_date(claims, "iat")
+        if issued is not None and issued > now + leeway:
+            raise Unauthorized("the token was issued in the future")
+        for name in ("iss", "aud", "sub"):
+            if name not in claims:
+                raise Unauthorized(f"the token lacks the {name!r} claim")
+        if claims["iss"] != self._settings.issuer:
+            raise Unauthorized("the token comes from an issuer this API does not trust")
+        audience = claims["aud"]
+        audiences = audience if isinstance(audience, list) else [audience]
+        if self._settings.audience not in [a for a in audiences if isinstance(a, str)]:
+            raise Unauthorized("the token is not meant for this API (audience)")
+        subject = claims["sub"]
         if not isinstance(subject, str) or not 0 < len(subject) <= 200:
             raise Unauthorized("the token's 'sub' claim must be a string of 1-200 characters")
-        org = claims.get(self._settings.org_claim)
-        if not isinstance(org, str) or not 0 < len(org) <= 200 or not org.isprintable():
-            raise Unauthorized(f"the token lacks a valid {self._settings.org_claim!r} claim")
+        name = self._settings.org_claim
+        try:
+            org = canonical_org_id(claims.get(name))
+        except InvalidOrgId as exc:
+            raise Unauthorized(f"the token's {name!r} claim {exc}") from None
         roles = parse_roles(claims.get(self._settings.roles_claim))
-        expires_at = datetime.fromtimestamp(int(claims["exp"]), UTC)
-        return Identity(subject, org, roles, expires_at)
+        return Identity(subject, org, roles, datetime.fromtimestamp(int(expires), UTC))
+
+
+def numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
+    """A NumericDate claim (RFC 7519 §2), or None when absent; 401 for any other shape.
+
+    A number of seconds: not a string (``"1700000000"``), not a boolean, not NaN or infinite,
+    not negative, not past the year 9999 (``10**20`` would overflow every date type).
+    """
+    if name not in claims:
+        return None
+    value = claims[name]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 <= value <= MAX_NUMERIC_DATE
+    ):
+        raise Unauthorized(f"the token's {name!r} claim must be a date in seconds since 1970")
+    return float(value)
+
+
+def _segment(text: str) -> dict[str, Any]:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        value = json.loads(raw, parse_constant=_no_constant)
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        raise Unauthorized("the bearer token is malformed") from None
+    if not isinstance(value, dict):
+        raise Unauthorized("the bearer token is malformed")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: Python accepts them, JSON does not
+
+
+def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims of a compact JWS, not yet verified."""
+    if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
+        raise Unauthorized("the bearer token is malformed")
+    header, payload, signature = token.split(".")
+    if not header or not payload or not signature:
+        raise Unauthorized("the bearer token is malformed")
+    return _segment(header), _segment(payload)
 
 
 def parse_roles(raw: object) -> frozenset[str]:

@@ -60,6 +60,7 @@ async def principal_for(state: AppState, identity: Identity, request: Request) -
     """The principal of a verified identity, its org created on first use."""
     require_role(identity)
     org_id = await state.orgs.resolve(identity.org_external_id)
+    await state.limits.check("org", str(org_id))
     log_context(request)["org_id"] = str(org_id)
     structlog.contextvars.bind_contextvars(org_id=str(org_id))
     return Principal(

@@ -12,7 +12,7 @@ from typing import Any
 
 import jwt
 
-from connector_api.auth import KNOWN_ROLES
+from connector_api.auth import KNOWN_ROLES, InvalidOrgId, canonical_org_id
 from connector_api.settings import DEV_ALGORITHM, DEV_AUDIENCE, DEV_ISSUER
 from connector_common.events import utcnow
 
@@ -32,6 +32,12 @@ def mint_dev_token(
     """A signed JWT with ``sub``, ``org_id``, ``roles``, ``iss``, ``aud``, ``iat``, ``exp``."""
     if role not in KNOWN_ROLES:
         raise ValueError(f"role must be one of {', '.join(sorted(KNOWN_ROLES))}")
+    try:
+        canonical = canonical_org_id(org)
+    except InvalidOrgId as exc:
+        raise ValueError(f"the organisation id {exc}") from None
+    if canonical != org:
+        raise ValueError(f"the organisation id must be written in its canonical form {canonical!r}")
     if len(secret) < 32:
         raise ValueError("the dev secret must be at least 32 characters")
     issued = now or utcnow()

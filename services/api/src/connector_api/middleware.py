@@ -131,7 +131,13 @@ class RequestMiddleware:
             try:
                 if length > self.max_body_bytes:
                     raise _BodyTooLarge
-                await self.app(scope, receive_wrapper, send_wrapper)
+                app_receive: Receive = receive_wrapper
+                if "content-length" not in headers and "transfer-encoding" in headers:
+                    # A chunked body has no announced size: read it here, within the limit,
+                    # so that too much is a 413 before any route sees it (not a parse error).
+                    body = await _read_bounded(receive_wrapper)
+                    app_receive = _replay(body, receive)
+                await self.app(scope, app_receive, send_wrapper)
             except _BodyTooLarge:
                 if not outcome["started"]:
                     await _too_large(send_wrapper, self.max_body_bytes)
@@ -149,6 +155,33 @@ class RequestMiddleware:
                 _access_log(scope, int(outcome["status"]), latency_ms, context)
                 structlog.contextvars.clear_contextvars()
                 structlog.contextvars.bind_contextvars(**outer)
+
+
+async def _read_bounded(receive: Receive) -> bytes:
+    """The whole request body (``receive`` raises once it passes the limit)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break  # the client went away: the route sees an empty body
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive channel that hands out ``body`` once, then whatever comes next."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def _telemetry(scope: Scope) -> Any:

@@ -1,28 +1,42 @@
-"""OpenID Connect login for the admin page: authorization code flow with PKCE (S256), state and
-nonce, discovery and JWKS from the configured issuer. The ID token must carry the same org and
-role claims as the API's bearer tokens."""
+"""OpenID Connect login for the admin page, on Authlib's OpenID Connect client.
+
+Authlib does the protocol: discovery, the authorization URL with ``state``, ``nonce`` and PKCE
+(S256), the code exchange (client authentication as the provider's discovery document allows),
+and the ID token checks (signature against the provider's JWKS, ``iss``, ``aud``, ``exp``,
+``iat``, ``nonce``, ``azp``, ``at_hash``). We add what is ours: the discovery document must name
+the configured issuer, only the pinned algorithms are accepted (not whatever the provider
+advertises), and the ID token must carry a canonical ``org_id`` and the ``roles`` claim, like
+the API's bearer tokens. What the browser must bring back (state, nonce, PKCE verifier) travels
+in a signed, short-lived cookie: no server-side login state.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import hashlib
-import secrets
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
-import jwt
+from joserfc.errors import JoseError
 
-from connector_api.auth import Identity, JwksKeys, parse_roles
-from connector_api.errors import Unauthorized, Unavailable
+with warnings.catch_warnings():
+    # Authlib 1.9 prefers the "httpx2" package and warns when it falls back to httpx, which is
+    # what the whole project uses (and what Authlib tests against); nothing to act on.
+    import authlib.deprecate  # noqa: F401 (installs an "always" filter of its own first)
+
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    from authlib.integrations.base_client import OAuthError
+    from authlib.integrations.starlette_client import OAuth, StarletteOAuth2App
+
+from connector_api.auth import Identity, InvalidOrgId, canonical_org_id, parse_roles
 from connector_api.settings import JwtSettings, OidcSettings
-from connector_api.signing import constant_time_equal
 
 DISCOVERY_CACHE_SECONDS = 3600.0
+OIDC_LOGIN_SECONDS = 600  # a login at the identity provider must come back within this
+# What a login may fail with inside Authlib, httpx and joserfc (never shown as such).
+_PROTOCOL_ERRORS = (OAuthError, JoseError, httpx.HTTPError, KeyError, TypeError, ValueError)
 
 
 class OidcError(Exception):
@@ -37,143 +51,112 @@ class LoginRequest:
     nonce: str
     verifier: str
 
-    @property
-    def challenge(self) -> str:
-        digest = hashlib.sha256(self.verifier.encode()).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-    @classmethod
-    def new(cls) -> LoginRequest:
-        return cls(secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(48))
-
 
 class OidcClient:
-    """Talks to the company's identity provider."""
+    """Talks to the company's identity provider through Authlib."""
 
     def __init__(
-        self,
-        settings: OidcSettings,
-        jwt_settings: JwtSettings,
-        redirect_uri: str,
-        http: httpx.AsyncClient | None = None,
+        self, settings: OidcSettings, jwt_settings: JwtSettings, redirect_uri: str
     ) -> None:
         self._settings = settings
         self._jwt = jwt_settings
         self.redirect_uri = redirect_uri
-        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(settings.timeout_seconds))
-        self._metadata: dict[str, Any] | None = None
-        self._fetched_at = 0.0
-        self._keys: JwksKeys | None = None
-        self._lock = asyncio.Lock()
+        self._issuer = (settings.issuer or "").rstrip("/")
+        secret = settings.client_secret
+        registry = OAuth()
+        app = registry.register(
+            name="company",
+            client_id=settings.client_id,
+            client_secret=secret.get_secret_value() if secret else None,
+            server_metadata_url=f"{self._issuer}/.well-known/openid-configuration",
+            client_kwargs={
+                "scope": " ".join(settings.scopes),
+                "code_challenge_method": "S256",
+                "timeout": settings.timeout_seconds,
+            },
+        )
+        assert isinstance(app, StarletteOAuth2App)
+        self._app = app
+        self._loaded_at = 0.0
 
     async def aclose(self) -> None:
-        if self._keys is not None:
-            await self._keys.aclose()
-        await self._http.aclose()
+        return None  # Authlib opens an httpx client per call and closes it
 
-    async def _discover(self) -> dict[str, Any]:
-        async with self._lock:
-            fresh = time.monotonic() - self._fetched_at < DISCOVERY_CACHE_SECONDS
-            if self._metadata is not None and fresh:
-                return self._metadata
-            issuer = (self._settings.issuer or "").rstrip("/")
-            try:
-                response = await self._http.get(f"{issuer}/.well-known/openid-configuration")
-                response.raise_for_status()
-                metadata = response.json()
-            except (httpx.HTTPError, ValueError):
-                raise OidcError("the identity provider cannot be reached") from None
-            if not isinstance(metadata, dict) or metadata.get("issuer", "").rstrip("/") != issuer:
-                raise OidcError("the identity provider's discovery document does not match")
-            for field in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
-                if not isinstance(metadata.get(field), str):
-                    raise OidcError(f"the identity provider publishes no {field}")
-            if self._keys is None or metadata["jwks_uri"] != (self._metadata or {}).get("jwks_uri"):
-                self._keys = JwksKeys(
-                    metadata["jwks_uri"],
-                    cache_seconds=self._jwt.jwks_cache_seconds,
-                    min_refresh_seconds=self._jwt.jwks_min_refresh_seconds,
-                    timeout_seconds=self._settings.timeout_seconds,
-                    http=self._http,
-                )
-            self._metadata = metadata
-            self._fetched_at = time.monotonic()
+    async def _metadata(self) -> dict[str, Any]:
+        app = self._app
+        if time.monotonic() - self._loaded_at > DISCOVERY_CACHE_SECONDS:
+            app.server_metadata.clear()  # re-read discovery (and the JWKS) now and then
+        try:
+            metadata: dict[str, Any] = await app.load_server_metadata()
+        except _PROTOCOL_ERRORS:
+            app.server_metadata.clear()
+            raise OidcError("the identity provider cannot be reached") from None
+        if "_checked" in metadata:
             return metadata
+        if str(metadata.get("issuer", "")).rstrip("/") != self._issuer:
+            app.server_metadata.clear()
+            raise OidcError("the identity provider's discovery document does not match")
+        for field in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+            if not isinstance(metadata.get(field), str):
+                app.server_metadata.clear()
+                raise OidcError(f"the identity provider publishes no {field}")
+        # Our pinned algorithms, not whatever the provider advertises.
+        metadata["id_token_signing_alg_values_supported"] = list(self._settings.algorithms)
+        methods = metadata.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
+        method = "client_secret_basic" if "client_secret_basic" in methods else "client_secret_post"
+        app.client_kwargs["token_endpoint_auth_method"] = method
+        metadata["_checked"] = True
+        self._loaded_at = time.monotonic()
+        return metadata
 
-    async def authorization_url(self, login: LoginRequest) -> str:
-        """Where to send the browser to log in."""
-        metadata = await self._discover()
-        query = urlencode(
-            {
-                "response_type": "code",
-                "client_id": self._settings.client_id or "",
-                "redirect_uri": self.redirect_uri,
-                "scope": " ".join(self._settings.scopes),
-                "state": login.state,
-                "nonce": login.nonce,
-                "code_challenge": login.challenge,
-                "code_challenge_method": "S256",
-            }
-        )
-        endpoint = str(metadata["authorization_endpoint"])
-        return endpoint + ("&" if "?" in endpoint else "?") + query
+    async def authorization_url(self) -> tuple[str, LoginRequest]:
+        """Where to send the browser to log in, and what it must bring back."""
+        await self._metadata()
+        try:
+            created = await self._app.create_authorization_url(self.redirect_uri)
+        except _PROTOCOL_ERRORS:
+            raise OidcError("the identity provider cannot be reached") from None
+        login = LoginRequest(created["state"], created["nonce"], created["code_verifier"])
+        return str(created["url"]), login
 
     async def complete(self, login: LoginRequest, code: str) -> Identity:
         """Exchange the code and verify the ID token; the identity it carries."""
-        metadata = await self._discover()
-        secret = self._settings.client_secret
+        await self._metadata()
         try:
-            response = await self._http.post(
-                str(metadata["token_endpoint"]),
-                data={
-                    "grant_type": "authorization_code",
-                    "code": code,
-                    "redirect_uri": self.redirect_uri,
-                    "code_verifier": login.verifier,
-                },
-                auth=(self._settings.client_id or "", secret.get_secret_value() if secret else ""),
-                headers={"Accept": "application/json"},
+            token = await self._app.fetch_access_token(
+                redirect_uri=self.redirect_uri, code=code, code_verifier=login.verifier
             )
-        except httpx.HTTPError:
+        except (OAuthError, httpx.HTTPStatusError):
+            raise OidcError("the identity provider refused the login code") from None
+        except _PROTOCOL_ERRORS:
             raise OidcError("the identity provider cannot be reached") from None
-        if response.status_code != 200:
-            raise OidcError("the identity provider refused the login code")
+        if not isinstance(token, dict) or not isinstance(token.get("id_token"), str):
+            raise OidcError("the identity provider sent no ID token")
         try:
-            id_token = response.json()["id_token"]
-        except (ValueError, KeyError, TypeError):
-            raise OidcError("the identity provider sent no ID token") from None
-        return await self._verify(str(id_token), login.nonce, str(metadata["issuer"]))
-
-    async def _verify(self, id_token: str, nonce: str, issuer: str) -> Identity:
-        assert self._keys is not None
-        try:
-            header = jwt.get_unverified_header(id_token)
-        except jwt.PyJWTError:
-            raise OidcError("the ID token is malformed") from None
-        algorithm = header.get("alg")
-        if algorithm not in self._settings.algorithms:
-            raise OidcError("the ID token's algorithm is not accepted")
-        try:
-            key = await self._keys.key_for(header.get("kid"), str(algorithm))
-            claims = jwt.decode(
-                id_token,
-                key,
-                algorithms=self._settings.algorithms,
-                audience=self._settings.client_id,
-                issuer=issuer,
-                leeway=self._jwt.leeway_seconds,
-                options={"require": ["exp", "iss", "aud", "sub", "iat"]},
+            claims = await self._app.parse_id_token(
+                token, nonce=login.nonce, leeway=self._jwt.leeway_seconds
             )
-        except (jwt.PyJWTError, Unauthorized, Unavailable):
+        except _PROTOCOL_ERRORS:
             raise OidcError("the ID token does not verify") from None
-        if not constant_time_equal(nonce, str(claims.get("nonce", ""))):
-            raise OidcError("the ID token was not issued for this login")
-        org = claims.get(self._jwt.org_claim)
-        if not isinstance(org, str) or not 0 < len(org) <= 200:
-            raise OidcError(f"the ID token carries no {self._jwt.org_claim!r} claim")
+        if claims is None:
+            raise OidcError("the identity provider sent no ID token")
+        return self._identity(dict(claims))
+
+    def _identity(self, claims: dict[str, Any]) -> Identity:
+        name = self._jwt.org_claim
+        try:
+            org = canonical_org_id(claims.get(name))
+        except InvalidOrgId as exc:
+            raise OidcError(f"the ID token's {name!r} claim {exc}") from None
+        subject = claims.get("sub")
+        expires = claims.get("exp")
+        if not isinstance(subject, str) or not 0 < len(subject) <= 200:
+            raise OidcError("the ID token's 'sub' claim must be a string of 1-200 characters")
+        if isinstance(expires, bool) or not isinstance(expires, int | float):
+            raise OidcError("the ID token's 'exp' claim is not a date")
         return Identity(
-            subject=str(claims["sub"])[:200],
+            subject=subject,
             org_external_id=org,
             roles=parse_roles(claims.get(self._jwt.roles_claim)),
-            expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+            expires_at=datetime.fromtimestamp(min(int(expires), 253_402_300_799), UTC),
         )

@@ -302,8 +302,10 @@ def add_audit(
     house_name: str | None,
     request_id: str | None,
     details: dict[str, Any] | None = None,
+    changes: dict[str, tuple[Any, Any]] | None = None,
 ) -> None:
-    """Record who did what (never personal data of the seller, never a secret)."""
+    """Record who did what, and each changed field as before/after (never personal data of
+    the seller, never a secret)."""
     session.add(
         AuditEntry(
             org_id=org_id,
@@ -313,6 +315,10 @@ def add_audit(
             house_name=house_name,
             request_id=request_id,
             details=details or {},
+            changes={
+                field: {"before": before, "after": after}
+                for field, (before, after) in (changes or {}).items()
+            },
         )
     )
 
@@ -327,8 +333,10 @@ def add_state(
     purpose: str,
     expires_at: datetime,
     account_id: uuid.UUID | None = None,
+    browser_hash: bytes | None = None,
 ) -> None:
-    """Remember a pending consent (only the hash of its state); a reconnect names its account."""
+    """Remember a pending consent (only the hash of its state); a reconnect names its account,
+    a consent started on the admin page the hash of its browser's nonce."""
     session.add(
         OAuthState(
             state_hash=state_hash,
@@ -338,20 +346,26 @@ def add_state(
             purpose=purpose,
             expires_at=expires_at,
             account_id=account_id,
+            browser_hash=browser_hash,
         )
     )
 
 
 async def consume_state(
-    session: AsyncSession, state_hash: bytes, now: datetime
+    session: AsyncSession, state_hash: bytes, now: datetime, browser_hash: bytes | None
 ) -> OAuthState | None:
-    """Mark a pending consent used, atomically; None when unknown, expired or already used."""
+    """Mark a pending consent used, atomically; None when unknown, expired, already used, or
+    bound to another browser than the one presenting ``browser_hash``."""
+    bound_here: ColumnElement[bool] = OAuthState.browser_hash.is_(None)
+    if browser_hash is not None:
+        bound_here = or_(bound_here, OAuthState.browser_hash == browser_hash)
     return await session.scalar(
         update(OAuthState)
         .where(
             OAuthState.state_hash == state_hash,
             OAuthState.used_at.is_(None),
             OAuthState.expires_at > now,
+            bound_here,
         )
         .values(used_at=now)
         .returning(OAuthState)

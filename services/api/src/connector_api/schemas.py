@@ -53,9 +53,19 @@ def _purpose(value: str) -> str:
     return value
 
 
-# Bounded before cleaning too, so a huge value is refused without being processed.
-HouseName = Annotated[str, Field(max_length=400), AfterValidator(_house_name)]
-Purpose = Annotated[str, Field(max_length=2000), AfterValidator(_purpose)]
+def printable(value: str) -> str:
+    """Refuse control characters (PostgreSQL cannot even store a NUL in text)."""
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+# A person as the audit trail records them (a JWT subject) or a filter on one.
+Actor = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(printable)]
+# Bounded before cleaning too, so a huge value is refused without being processed; the same
+# bound as after cleaning, so the OpenAPI document states the limit that holds.
+HouseName = Annotated[str, Field(max_length=HOUSE_NAME_MAX), AfterValidator(_house_name)]
+Purpose = Annotated[str, Field(max_length=PURPOSE_MAX), AfterValidator(_purpose)]
 # A purpose to filter by: what a stored purpose may be (a NUL would fail in PostgreSQL).
 PurposeFilter = Annotated[str, AfterValidator(_purpose)]
 # Text to search names for: one line, no control characters (a NUL would fail in PostgreSQL).
@@ -298,6 +308,55 @@ class SortKey(StrEnum):
     STATUS_DESC = "-status"
 
 
+class FieldChange(BaseModel):
+    before: str | int | bool | None
+    after: str | int | bool | None
+
+
+AuditDetail = str | int | bool | None
+
+
+class AuditEvent(BaseModel):
+    """One entry of the audit trail: who did what, to which account, what changed."""
+
+    id: int = Field(description="Increasing: newer entries have larger ids.")
+    occurred_at: datetime
+    actor: str = Field(description="The `sub` of the person (or tool) who acted.")
+    action: str = Field(description="e.g. `account.renamed`, `session.started`.")
+    account_id: uuid.UUID | None
+    house_name: str | None = Field(description="The account's house name at the time.")
+    changes: dict[str, FieldChange] = Field(
+        description="Each changed field, before and after (no secret, no seller data)."
+    )
+    details: dict[str, AuditDetail] = Field(
+        description="Context of the action, e.g. `marketplace_id`, `token_version`."
+    )
+    request_id: str | None = Field(description="The request's `X-Request-ID` (access log).")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 1042,
+                    "occurred_at": "2026-01-01T12:00:00Z",
+                    "actor": "alice",
+                    "action": "account.renamed",
+                    "account_id": "5f0c8a52-3f55-4a54-a3a3-7d1f7e0b7a11",
+                    "house_name": "Montreal",
+                    "changes": {"house_name": {"before": "Warehouse-A", "after": "Montreal"}},
+                    "details": {},
+                    "request_id": "4bf92f3577b34da6",
+                }
+            ]
+        }
+    )
+
+
+class AuditEventPage(BaseModel):
+    items: list[AuditEvent]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at end.")
+
+
 class FieldError(BaseModel):
     field: str
     message: str
@@ -333,6 +392,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
         404: "No such account in your organisation.",
         409: "The change conflicts with the account's state or another account.",
         422: "The request is invalid; `fields` says which field and why.",
+        429: "Too many requests: wait for `Retry-After` seconds.",
         502: "eBay answered with an error.",
         503: "A dependency (database, NATS, eBay) is not reachable.",
     }

@@ -39,6 +39,10 @@ class JwtSettings(BaseModel):
     jwks_cache_seconds: float = Field(default=600.0, gt=0)
     jwks_min_refresh_seconds: float = Field(default=30.0, ge=0)
     jwks_timeout_seconds: float = Field(default=5.0, gt=0)
+    # A request waits at most this long for a JWKS fetch in flight (then 503; the fetch goes on).
+    jwks_max_wait_seconds: float = Field(default=2.0, gt=0, le=30)
+    # After a failed fetch, no new one for 1 s, doubling up to this.
+    jwks_backoff_max_seconds: float = Field(default=60.0, ge=1, le=3600)
     org_claim: str = "org_id"
     roles_claim: str = "roles"
 
@@ -101,6 +105,19 @@ class OidcSettings(BaseModel):
         return bool(self.issuer and self.client_id)
 
 
+class RateLimitSettings(BaseModel):
+    """Requests per minute (``CONNECTOR_API__RATE_LIMITS__...``); see docs/api.md."""
+
+    enabled: bool = True
+    # Per replica (in memory): with N replicas a client can reach N times these.
+    per_address_per_minute: int = Field(default=1200, ge=1)
+    per_org_per_minute: int = Field(default=1200, ge=1)
+    # Shared by every replica (PostgreSQL): the routes an attacker would hammer.
+    login_per_address_per_minute: int = Field(default=10, ge=1)
+    connect_per_org_per_minute: int = Field(default=30, ge=1)
+    callback_per_address_per_minute: int = Field(default=30, ge=1)
+
+
 class ApiGroup(BaseModel):
     """``CONNECTOR_API__*``."""
 
@@ -111,6 +128,8 @@ class ApiGroup(BaseModel):
     # must share it. Development generates one per process when it is missing.
     session_secret: SecretStr | None = None
     session_ttl_seconds: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
+    # An admin session unused this long ends (each page or action counts as use).
+    session_idle_seconds: int = Field(default=30 * 60, ge=60, le=7 * 24 * 3600)
     oauth_state_ttl_seconds: int = Field(default=600, ge=60, le=3600)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # Development convenience only: declare the JetStream streams at start-up. In production
@@ -118,6 +137,11 @@ class ApiGroup(BaseModel):
     declare_streams: bool = False
     # How often an open admin console asks for fresh counts and rows (one small page of queries).
     console_refresh_seconds: int = Field(default=10, ge=1, le=3600)
+    rate_limits: RateLimitSettings = RateLimitSettings()
+    # Audit entries older than this are deleted by a daily purge (0: keep them forever).
+    audit_retention_days: int = Field(default=365, ge=0, le=36_500)
+    # How often each replica checks whether today's purge is still to be done.
+    maintenance_check_seconds: float = Field(default=600.0, ge=1)
 
     @field_validator("public_url")
     @classmethod

@@ -1,27 +1,21 @@
-"""HMAC signing with one secret and a derived key per purpose (cursors, CSRF, flash messages).
+"""Signed values (cursors, CSRF tokens, flash messages, the OIDC login cookie) with itsdangerous.
 
-A value signed for one purpose does not verify for another, so a list cursor can never be
-replayed as a CSRF token or a flash message.
+One secret, a salt per purpose: a value signed for one purpose does not verify for another, so a
+list cursor can never be replayed as a CSRF token or a flash message. HMAC-SHA256 with an
+HMAC-derived key per salt (itsdangerous' defaults are SHA-1 and a concatenation).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
-import json
 from typing import Any
+
+from itsdangerous import BadData, Signer, URLSafeSerializer, URLSafeTimedSerializer
 
 from connector_api.errors import InvalidInput
 
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+_SIGNER_KWARGS: dict[str, Any] = {"digest_method": hashlib.sha256, "key_derivation": "hmac"}
 
 
 def constant_time_equal(expected: str, given: str) -> bool:
@@ -29,56 +23,70 @@ def constant_time_equal(expected: str, given: str) -> bool:
     return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass"))
 
 
-class Signer:
-    """Signs and verifies short values for one purpose."""
+def _salt(purpose: str) -> str:
+    return f"connector-api:{purpose}"
+
+
+class Mac:
+    """Signatures of short strings for one purpose (CSRF tokens bound to a session)."""
 
     def __init__(self, secret: str, purpose: str) -> None:
-        self._key = hmac.new(
-            secret.encode(), b"connector-api:" + purpose.encode(), hashlib.sha256
-        ).digest()
+        self._signer = Signer(secret, salt=_salt(purpose), **_SIGNER_KWARGS)
 
     def mac(self, data: str) -> str:
         """The signature of ``data`` (URL-safe)."""
-        return _b64(hmac.new(self._key, data.encode(), hashlib.sha256).digest())
+        return self._signer.get_signature(data).decode()
 
-    def verify_mac(self, data: str, signature: str) -> bool:
-        """Constant-time check of a signature made by :meth:`mac`."""
-        # Bytes, not str: compare_digest raises TypeError on a non-ASCII str, and signatures
-        # arrive from forms, cookies and query strings (a bad one is refused, never a 500).
-        return constant_time_equal(self.mac(data), signature)
+    def verify(self, data: str, signature: str) -> bool:
+        """Constant-time check of a signature made by :meth:`mac`; any junk is simply False."""
+        try:
+            return self._signer.verify_signature(data, signature.encode("utf-8", "surrogatepass"))
+        except (BadData, ValueError, UnicodeError):
+            return False
+
+
+class Sealed:
+    """JSON values, signed (and optionally time-limited) for one purpose."""
+
+    def __init__(self, secret: str, purpose: str, *, max_age_seconds: int | None = None) -> None:
+        self._max_age = max_age_seconds
+        kwargs: dict[str, Any] = {"salt": _salt(purpose), "signer_kwargs": _SIGNER_KWARGS}
+        self._serializer: URLSafeSerializer | URLSafeTimedSerializer = (
+            URLSafeTimedSerializer(secret, **kwargs)
+            if max_age_seconds is not None
+            else URLSafeSerializer(secret, **kwargs)
+        )
 
     def dumps(self, value: Any) -> str:
-        """JSON-encode and sign ``value``."""
-        body = _b64(json.dumps(value, separators=(",", ":"), sort_keys=True).encode())
-        return f"{body}.{self.mac(body)}"
+        """Sign ``value`` (JSON); the result is URL- and cookie-safe."""
+        return str(self._serializer.dumps(value))
 
     def loads(self, token: str) -> Any:
-        """The value of a token made by :meth:`dumps`; raises ValueError when tampered with."""
-        body, _, signature = token.partition(".")
-        if not body or not signature or not self.verify_mac(body, signature):
-            raise ValueError("bad signature")
+        """The value of a token made by :meth:`dumps`; ValueError when forged or too old."""
         try:
-            return json.loads(_unb64(body))
-        except (binascii.Error, ValueError, UnicodeDecodeError):
-            raise ValueError("bad payload") from None
+            if isinstance(self._serializer, URLSafeTimedSerializer):
+                return self._serializer.loads(token, max_age=self._max_age)
+            return self._serializer.loads(token)
+        except (BadData, UnicodeError):
+            raise ValueError("bad or expired signature") from None
 
 
 class CursorCodec:
     """Opaque, signed pagination cursors bound to the query they were made for."""
 
     def __init__(self, secret: str) -> None:
-        self._signer = Signer(secret, "cursor")
+        self._sealed = Sealed(secret, "cursor")
 
     def encode(self, query: str, position: list[Any]) -> str:
         """A cursor for the page after ``position`` of ``query``."""
-        return self._signer.dumps({"q": query, "p": position})
+        return self._sealed.dumps({"q": query, "p": position})
 
     def decode(self, query: str, cursor: str) -> list[Any]:
         """The position a cursor points after; 422 when forged or made for another query."""
         if len(cursor) > 1000:
             raise InvalidInput("the cursor is not valid", field="cursor")
         try:
-            value = self._signer.loads(cursor)
+            value = self._sealed.loads(cursor)
         except ValueError:
             raise InvalidInput("the cursor is not valid", field="cursor") from None
         if not isinstance(value, dict) or value.get("q") != query:

@@ -15,11 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connector_api import repository as repo
 from connector_api.auth import TokenVerifier
+from connector_api.maintenance import DailyPurge
 from connector_api.oidc import OidcClient
+from connector_api.ratelimit import RateLimits
 from connector_api.services.deletion import DeletionEndpoint
 from connector_api.sessions import SessionManager
 from connector_api.settings import ApiSettings
-from connector_api.signing import CursorCodec, Signer
+from connector_api.signing import CursorCodec, Sealed
 from connector_common.budget.recorder import CallRecorder
 from connector_common.crypto import TokenCipher
 from connector_common.db.engine import SessionFactory, unit_of_work
@@ -70,7 +72,8 @@ class AppState:
     ebay: EbayClient
     telemetry: Telemetry
     topology: Topology
-    oidc_signer: Signer
+    oidc_signer: Sealed
+    limits: RateLimits
     calls: CallRecorder  # counts this process's eBay calls for the daily budget
     deletion: DeletionEndpoint  # eBay Marketplace Account Deletion notifications
     oidc: OidcClient | None = None
@@ -92,6 +95,12 @@ class AppState:
         """Publish what the last commit enqueued without waiting for the next poll."""
         if self.relay is not None:
             self.relay.wake()
+
+    def start_maintenance(self) -> None:
+        """The daily purge (audit retention, ended sessions, old rate-limit windows)."""
+        purge = DailyPurge(self.sessions, self.settings.api.audit_retention_days)
+        check = self.settings.api.maintenance_check_seconds
+        self.tasks.append(asyncio.create_task(purge.run(self.stop, check), name="daily-purge"))
 
     def start_messaging(self) -> None:
         """Connect to NATS in the background; until then events wait safely in the outbox."""

@@ -300,6 +300,9 @@ class OAuthState(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
     expires_at: Mapped[datetime] = mapped_column(Timestamp)
     used_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # SHA-256 of the nonce cookie of the browser that started the consent on the admin page;
+    # NULL for a consent started through the REST API (the caller binds it to its user).
+    browser_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class AuditEntry(Base):
@@ -309,6 +312,9 @@ class AuditEntry(Base):
     __table_args__ = (
         Index("ix_audit_log_org_id_created_at", "org_id", "created_at"),
         Index("ix_audit_log_account_id", "account_id"),
+        # GET /audit-events: newest first by id, whole org or one actor.
+        Index("ix_audit_log_org_id_id", "org_id", "id"),
+        Index("ix_audit_log_org_id_actor_id", "org_id", "actor", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -320,8 +326,47 @@ class AuditEntry(Base):
     account_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     house_name: Mapped[str | None] = mapped_column(String(100))  # as it was at the time
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
+    # Changed fields: {"house_name": {"before": "Old", "after": "New"}} (never a secret or
+    # seller data).
+    changes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
     request_id: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class AdminSessionRecord(Base):
+    """A person logged in on the admin page: the cookie holds the id, we keep its hash."""
+
+    __tablename__ = "admin_sessions"
+    __table_args__ = (
+        Index("ix_admin_sessions_org_id_subject", "org_id", "subject"),
+        Index("ix_admin_sessions_expires_at", "expires_at"),
+    )
+
+    id_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    org_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("organisations.id", ondelete="CASCADE")
+    )
+    subject: Mapped[str] = mapped_column(String(200))
+    roles: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    last_seen_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class RateLimitCounter(Base):
+    """Requests counted in the current window of one limit and key, shared by every API
+    replica. UNLOGGED: no WAL per request; a crash merely forgets the current windows."""
+
+    __tablename__ = "rate_limit_counters"
+    __table_args__ = (
+        Index("ix_rate_limit_counters_window_end", "window_end"),
+        {"prefixes": ["UNLOGGED"]},
+    )
+
+    bucket: Mapped[str] = mapped_column(String(300), primary_key=True)
+    window_end: Mapped[datetime] = mapped_column(Timestamp)
+    hits: Mapped[int] = mapped_column(Integer)
 
 
 class CircuitBreakerState(Base):

@@ -39,9 +39,9 @@ class Claim:
 
 @dataclass(frozen=True)
 class Busy:
-    """Another holder has the lease until ``lease_until``."""
+    """Another holder has the lease until ``lease_until`` (None: it was just released)."""
 
-    lease_until: datetime
+    lease_until: datetime | None
     now: datetime
 
 

@@ -156,7 +156,10 @@ class TokenStore:
         if claimed is None:
             return RefreshResult(RefreshOutcome.UNKNOWN_ACCOUNT, request.account_id)
         if isinstance(claimed, repository.Busy):
-            wait = max(0.0, (claimed.lease_until - claimed.now).total_seconds())
+            # lease_until is None when the holder released the lease between our claim and
+            # our look at it: worth retrying at once.
+            held = claimed.lease_until
+            wait = max(0.0, (held - claimed.now).total_seconds()) if held is not None else 0.0
             return RefreshResult(RefreshOutcome.BUSY, request.account_id, retry_in=wait)
         claim = claimed
         skip = self._skip_reason(claim, request)

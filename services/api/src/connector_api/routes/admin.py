@@ -8,6 +8,7 @@ next to the field. The pages themselves are in :mod:`connector_api.routes.consol
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,10 +23,12 @@ from connector_api.auth import Identity
 from connector_api.deps import StateDep, account_id_param, principal_for, request_id
 from connector_api.errors import ApiError
 from connector_api.pages import render
+from connector_api.ratelimit import RateLimited
 from connector_api.schemas import AccountUpdate, ConnectRequest
 from connector_api.services import accounts, connect
 from connector_api.services.context import RequestContext
 from connector_api.sessions import (
+    CONSENT_COOKIE,
     FLASH_COOKIE,
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -59,7 +62,8 @@ def redirect_with_flash(
     return response
 
 
-async def session_context(app: AppState, request: Request, session: AdminSession) -> RequestContext:
+async def admin_context(app: AppState, request: Request, session: AdminSession) -> RequestContext:
+    """The request context of an admin-page request (same as a REST request's)."""
     identity = Identity(session.subject, session.org_external_id, session.roles, session.expires_at)
     principal = await principal_for(app, identity, request)
     return RequestContext(
@@ -77,9 +81,10 @@ def _first_error(exc: ValidationError) -> str:
     return f"{field.replace('_', ' ')}: {str(error['msg']).removeprefix('Value error, ')}"
 
 
-def current_session(request: Request, app: AppState) -> AdminSession | None:
-    """The signed-in person of this request, if any (every admin page and action asks here)."""
-    return app.admin_sessions.read(request.cookies.get(SESSION_COOKIE))
+async def current_session(request: Request, app: AppState) -> AdminSession | None:
+    """The signed-in person of this request, if any (every admin page and action asks here):
+    a live server-side session, not revoked, not idle too long."""
+    return await app.admin_sessions.read(request.cookies.get(SESSION_COOKIE))
 
 
 def read_flash(request: Request, app: AppState) -> Flash | None:
@@ -134,7 +139,7 @@ async def _act(
     With ``account`` and the form's ``back=account``, the answer returns to the account page.
     ``refused`` may answer a refusal with a page of its own (the form again, with the reason).
     """
-    session = current_session(request, app)
+    session = await current_session(request, app)
     if session is None:
         return redirect_with_flash(app, "error", "Your session has ended: log in again.")
     form = await request.form()
@@ -144,10 +149,12 @@ async def _act(
         return redirect_with_flash(
             app, "error", "The form had expired; nothing was changed. Try again.", to
         )
-    ctx = await session_context(app, request, session)
+    ctx = await admin_context(app, request, session)
     try:
         async with unit_of_work(app.sessions) as db:
             result = await action(db, ctx)
+    except RateLimited:
+        raise  # a 429 page with Retry-After, not a flash message
     except ApiError as exc:
         if refused is not None and exc.status_code in (409, 422):
             return await refused(session, ctx, exc)
@@ -184,18 +191,26 @@ async def connect_account(request: Request, app: StateDep) -> Response:
     try:
         body = ConnectRequest(house_name=values["house_name"], purpose=values["purpose"])
     except ValidationError as exc:
-        session = current_session(request, app)
+        session = await current_session(request, app)
         if session is None:
             return redirect_with_flash(app, "error", _first_error(exc))
         return await again(
             session,
-            await session_context(app, request, session),
+            await admin_context(app, request, session),
             FormState.from_validation(values, exc),
         )
 
+    nonce = _browser_nonce(request)
+
     async def start(db: AsyncSession, ctx: RequestContext) -> Any:
+        await app.limits.check("connect", str(ctx.principal.org_id))
         started = await connect.start_connect(
-            db, ctx, app.ebay, body, app.settings.api.oauth_state_ttl_seconds
+            db,
+            ctx,
+            app.ebay,
+            body,
+            app.settings.api.oauth_state_ttl_seconds,
+            browser_hash=connect.hash_browser(nonce),
         )
         request.scope.setdefault("state", {})["consent_url"] = started.consent_url
         return started
@@ -204,13 +219,35 @@ async def connect_account(request: Request, app: StateDep) -> Response:
         return await again(session, ctx, FormState(values, {_field_of(exc): exc.message}))
 
     response = await _act(request, app, start, "", refused=refused)
-    return _to_consent(response, request)
+    return _to_consent(app, response, request, nonce)
 
 
-def _to_consent(response: Response, request: Request) -> Response:
-    # _act answered with a redirect to /admin; on success we send the browser to eBay instead.
+def _browser_nonce(request: Request) -> str:
+    """This browser's consent nonce: the one it has (several consents may be under way), or
+    a new one."""
+    current = request.cookies.get(CONSENT_COOKIE)
+    if current and 32 <= len(current) <= connect.MAX_STATE_CHARS and current.isascii():
+        return current
+    return secrets.token_urlsafe(32)
+
+
+def _to_consent(app: AppState, response: Response, request: Request, nonce: str) -> Response:
+    # _act answered with a redirect to /admin; on success we send the browser to eBay instead,
+    # holding the nonce its consent is bound to (Lax: it must come back from eBay's site).
     started = request.scope.get("state", {}).get("consent_url")
-    return RedirectResponse(started, status_code=303) if started else response
+    if not started:
+        return response
+    to_ebay = RedirectResponse(started, status_code=303)
+    to_ebay.set_cookie(
+        CONSENT_COOKIE,
+        nonce,
+        max_age=app.settings.api.oauth_state_ttl_seconds,
+        httponly=True,
+        samesite="lax",
+        secure=app.settings.api.secure_cookies,
+        path="/",
+    )
+    return to_ebay
 
 
 def account_from_path(request: Request, account_id: str) -> uuid.UUID:
@@ -221,15 +258,22 @@ def account_from_path(request: Request, account_id: str) -> uuid.UUID:
 async def reconnect_account(request: Request, app: StateDep, account_id: str) -> Response:
     """New consent for an existing account."""
     target = account_from_path(request, account_id)
+    nonce = _browser_nonce(request)
 
     async def start(db: AsyncSession, ctx: RequestContext) -> Any:
+        await app.limits.check("connect", str(ctx.principal.org_id))
         started = await connect.start_reconnect(
-            db, ctx, app.ebay, target, app.settings.api.oauth_state_ttl_seconds
+            db,
+            ctx,
+            app.ebay,
+            target,
+            app.settings.api.oauth_state_ttl_seconds,
+            browser_hash=connect.hash_browser(nonce),
         )
         request.scope.setdefault("state", {})["consent_url"] = started.consent_url
         return started
 
-    return _to_consent(await _act(request, app, start, "", target), request)
+    return _to_consent(app, await _act(request, app, start, "", target), request, nonce)
 
 
 @router.post("/accounts/{account_id}/edit")
@@ -249,10 +293,10 @@ async def edit_account(request: Request, app: StateDep, account_id: str) -> Resp
     try:
         change = AccountUpdate(house_name=values["house_name"], purpose=values["purpose"])
     except ValidationError as exc:
-        session = current_session(request, app)
+        session = await current_session(request, app)
         if session is None or form.get("back") != "account":
             return redirect_with_flash(app, "error", _first_error(exc))
-        ctx = await session_context(app, request, session)
+        ctx = await admin_context(app, request, session)
         return await _or_missing(again(session, ctx, FormState.from_validation(typed, exc)), app)
 
     async def edit(db: AsyncSession, ctx: RequestContext) -> Any:

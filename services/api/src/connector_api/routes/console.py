@@ -12,11 +12,11 @@ from connector_api.deps import StateDep
 from connector_api.errors import ApiError
 from connector_api.routes.admin import (
     account_from_path,
+    admin_context,
     current_session,
     login_page,
     read_flash,
     redirect_with_flash,
-    session_context,
     shown_flash,
 )
 
@@ -32,12 +32,12 @@ def _session_ended(request: Request) -> Response:
 async def console_page(request: Request, app: StateDep) -> Response:
     """The console, or the login form without a session."""
     flash = read_flash(request, app)
-    session = current_session(request, app)
+    session = await current_session(request, app)
     if session is None:
         if views.is_fragment(request, "live"):
             return _session_ended(request)
         return shown_flash(login_page(request, app, flash), flash)
-    ctx = await session_context(app, request, session)
+    ctx = await admin_context(app, request, session)
     query = views.ConsoleQuery.from_request(request)
     response = await views.render_console(request, app, session, ctx, query, flash=flash)
     return shown_flash(response, flash)
@@ -46,7 +46,7 @@ async def console_page(request: Request, app: StateDep) -> Response:
 @router.get("/accounts/{account_id}")
 async def account_page(request: Request, app: StateDep, account_id: str) -> Response:
     """Everything about one account."""
-    session = current_session(request, app)
+    session = await current_session(request, app)
     if session is None:
         if views.is_fragment(request, "account-live"):
             return _session_ended(request)
@@ -54,7 +54,7 @@ async def account_page(request: Request, app: StateDep, account_id: str) -> Resp
     flash = read_flash(request, app)
     try:
         target = account_from_path(request, account_id)
-        ctx = await session_context(app, request, session)
+        ctx = await admin_context(app, request, session)
         response = await views.render_account(request, app, session, ctx, target, flash=flash)
     except ApiError as exc:  # not found (or another org's: the same answer)
         return redirect_with_flash(app, "error", exc.message)

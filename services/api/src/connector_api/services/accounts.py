@@ -41,7 +41,7 @@ def _record(
     action: str,
     event: Event | None,
     details: dict[str, Any] | None = None,
-    house_name: str | None = None,
+    changes: dict[str, tuple[Any, Any]] | None = None,
 ) -> None:
     repo.add_audit(
         session,
@@ -49,9 +49,10 @@ def _record(
         actor=ctx.actor,
         action=action,
         account_id=account.id,
-        house_name=house_name or account.house_name,
+        house_name=account.house_name,
         request_id=ctx.request_id,
         details=details,
+        changes=changes,
     )
     if event is not None:
         enqueue_event(session, event, ctx.namespace)
@@ -94,7 +95,8 @@ async def update_account(
             old_house_name=old,
             new_house_name=change.house_name,
         )
-        _record(session, ctx, account, "account.renamed", renamed, {"old_house_name": old})
+        before_after = {"house_name": (old, change.house_name)}
+        _record(session, ctx, account, "account.renamed", renamed, changes=before_after)
         await _flush_unique(session, change.house_name)
     if change.purpose is not None and change.purpose != account.purpose:
         old_purpose = account.purpose
@@ -105,7 +107,14 @@ async def update_account(
             old_purpose=old_purpose,
             new_purpose=change.purpose,
         )
-        _record(session, ctx, account, "account.purpose_changed", changed)
+        _record(
+            session,
+            ctx,
+            account,
+            "account.purpose_changed",
+            changed,
+            changes={"purpose": (old_purpose, change.purpose)},
+        )
         await session.flush()
     await session.refresh(account, ["updated_at"])
     return to_account(account, token, ctx.now, ctx.reconsent_window)
@@ -127,7 +136,14 @@ async def deactivate(session: AsyncSession, ctx: RequestContext, account_id: uui
             house_name=account.house_name,
             actor=ctx.actor,
         )
-        _record(session, ctx, account, "account.deactivated", event)
+        _record(
+            session,
+            ctx,
+            account,
+            "account.deactivated",
+            event,
+            changes={"is_active": (True, False)},
+        )
         await session.flush()
         await session.refresh(account, ["updated_at"])
     return to_account(account, token, ctx.now, ctx.reconsent_window)
@@ -157,7 +173,14 @@ async def reactivate(session: AsyncSession, ctx: RequestContext, account_id: uui
             house_name=account.house_name,
             actor=ctx.actor,
         )
-        _record(session, ctx, account, "account.reactivated", event)
+        _record(
+            session,
+            ctx,
+            account,
+            "account.reactivated",
+            event,
+            changes={"is_active": (False, True)},
+        )
         await _flush_unique(session, account.house_name)
         await session.refresh(account, ["updated_at"])
     return to_account(account, token, ctx.now, ctx.reconsent_window)

@@ -97,6 +97,7 @@ async def _new_state(
     purpose: str,
     ttl_seconds: int,
     account_id: uuid.UUID | None,
+    browser_hash: bytes | None,
 ) -> ConnectStarted:
     state = secrets.token_urlsafe(STATE_BYTES)
     expires_at = ctx.now + timedelta(seconds=ttl_seconds)
@@ -109,6 +110,7 @@ async def _new_state(
         purpose=purpose,
         expires_at=expires_at,
         account_id=account_id,
+        browser_hash=browser_hash,
     )
     repo.add_audit(
         session,
@@ -130,13 +132,18 @@ async def start_connect(
     ebay: EbayClient,
     request: ConnectRequest,
     ttl_seconds: int,
+    browser_hash: bytes | None = None,
 ) -> ConnectStarted:
-    """eBay's consent URL for a new account; 409 at once when the house name is taken."""
+    """eBay's consent URL for a new account; 409 at once when the house name is taken.
+
+    ``browser_hash`` binds the consent to the browser that started it (the admin page);
+    without it (the REST API) whoever holds the URL may complete it: the caller binds it.
+    """
     ctx.principal.require_admin()
     if await repo.active_house_name_owner(session, ctx.principal.org_id, request.house_name):
         raise name_taken(request.house_name)
     return await _new_state(
-        session, ctx, ebay, request.house_name, request.purpose, ttl_seconds, None
+        session, ctx, ebay, request.house_name, request.purpose, ttl_seconds, None, browser_hash
     )
 
 
@@ -146,6 +153,7 @@ async def start_reconnect(
     ebay: EbayClient,
     account_id: uuid.UUID,
     ttl_seconds: int,
+    browser_hash: bytes | None = None,
 ) -> ConnectStarted:
     """eBay's consent URL to give an existing account new tokens (same account id)."""
     ctx.principal.require_admin()
@@ -159,23 +167,64 @@ async def start_reconnect(
             "reconnected; connect the seller's new eBay account as a new account"
         )
     return await _new_state(
-        session, ctx, ebay, account.house_name, account.purpose, ttl_seconds, account.id
+        session,
+        ctx,
+        ebay,
+        account.house_name,
+        account.purpose,
+        ttl_seconds,
+        account.id,
+        browser_hash,
     )
 
 
-async def claim_state(session: AsyncSession, state: str | None, now: datetime) -> OAuthState:
-    """Use a state once; says why when it is missing, unknown, expired or already used."""
+def hash_browser(nonce: str | None) -> bytes | None:
+    """What the database stores of a browser's consent nonce (None without a usable one)."""
+    if not nonce or len(nonce) > MAX_STATE_CHARS:
+        return None
+    return hashlib.sha256(b"browser:" + nonce.encode("utf-8", "surrogatepass")).digest()
+
+
+def check_callback(state: str | None, code: str | None, error: str | None) -> None:
+    """Refuse a callback that is not well formed, before its state is touched (a link without
+    ``code`` must not use up the consent)."""
+    if not state or len(state) > MAX_STATE_CHARS:
+        raise ConnectFailed(
+            "invalid_request", "This consent link is incomplete: nothing was connected."
+        )
+    if error:
+        return
+    if not code or len(code) > MAX_CODE_CHARS:
+        raise ConnectFailed(
+            "invalid_request", "eBay sent no authorization code: nothing was connected."
+        )
+
+
+async def claim_state(
+    session: AsyncSession,
+    state: str | None,
+    now: datetime,
+    browser_hash: bytes | None = None,
+) -> OAuthState:
+    """Use a state once; says why when it is missing, unknown, expired, already used or
+    bound to another browser (in which case it stays usable by the right one)."""
     if not state or len(state) > MAX_STATE_CHARS:
         raise ConnectFailed(
             "invalid_request", "This consent link is incomplete: nothing was connected."
         )
     digest = hash_state(state)
-    pending = await repo.consume_state(session, digest, now)
+    pending = await repo.consume_state(session, digest, now, browser_hash)
     if pending is not None:
         return pending
     known = await repo.find_state(session, digest)
     if known is None:
         raise ConnectFailed("state_unknown", "This consent link is unknown: nothing was connected.")
+    if known.used_at is None and known.expires_at > now and known.browser_hash is not None:
+        raise ConnectFailed(
+            "other_browser",
+            "This consent was started in another browser: nothing was connected. Finish it in "
+            "the browser where you started it, or start again from the admin page here.",
+        )
     if known.used_at is not None:
         raise ConnectFailed(
             "state_used",
