@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-import httpx
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -29,16 +28,17 @@ from connector_common.ebay.errors import (
     RateLimited,
     TransientError,
 )
+from connector_common.ebay.http import Answer, HttpFailure, HttpSession, Timeouts
 from connector_common.ebay.instrumentation import CallSpec, EbayInstruments
 from connector_common.ebay.models import CallMeta
-from connector_common.ebay.wire import ebay_headers, remaining_from_headers
+from connector_common.ebay.wire import HttpAnswer, ebay_headers, remaining_from_headers
 from connector_common.logs import get_logger
 from connector_common.settings import EbaySettings
 
 log = get_logger(__name__)
 
 T = TypeVar("T")
-Parser = Callable[[httpx.Response, CallMeta], T]
+Parser = Callable[[HttpAnswer, CallMeta], T]
 
 # Transport failures that happen before a request leaves: safe to retry even a single-use code.
 NOT_SENT = frozenset({"connect_error", "connect_timeout", "pool_timeout"})
@@ -59,21 +59,19 @@ def retry_unsent(error: BaseException) -> bool:
     return isinstance(error, TransientError) and error.error_code in NOT_SENT
 
 
-def _transport_error(exc: httpx.TransportError, meta: CallMeta) -> TransientError:
+_DESCRIPTIONS = {
+    "connect_timeout": "connect timeout",
+    "pool_timeout": "no free connection",
+    "timeout": "timed out",
+    "connect_error": "cannot connect",
+    "connection_dropped": "connection dropped",
+}
+
+
+def _transport_error(failure: HttpFailure, meta: CallMeta) -> TransientError:
     what = f"eBay {meta.api} {meta.operation}"
-    if isinstance(exc, httpx.ConnectTimeout):
-        return TransientError(f"{what}: connect timeout", meta=meta, error_code="connect_timeout")
-    if isinstance(exc, httpx.PoolTimeout):
-        return TransientError(f"{what}: no free connection", meta=meta, error_code="pool_timeout")
-    if isinstance(exc, httpx.TimeoutException):
-        return TransientError(f"{what}: timed out", meta=meta, error_code="timeout")
-    if isinstance(exc, httpx.ConnectError):
-        return TransientError(f"{what}: cannot connect", meta=meta, error_code="connect_error")
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-        return TransientError(
-            f"{what}: connection dropped", meta=meta, error_code="connection_dropped"
-        )
-    return TransientError(f"{what}: {type(exc).__name__}", meta=meta, error_code="transport_error")
+    description = _DESCRIPTIONS.get(failure.code, str(failure))
+    return TransientError(f"{what}: {description}", meta=meta, error_code=failure.code)
 
 
 class _StopOverBudget(stop_base):
@@ -93,7 +91,7 @@ class EbayTransport:
     def __init__(
         self,
         settings: EbaySettings,
-        http: httpx.AsyncClient,
+        http: HttpSession,
         instruments: EbayInstruments,
         breaker: CircuitBreaker | None = None,
         *,
@@ -104,11 +102,10 @@ class EbayTransport:
         self.http = http
         self.instruments = instruments
         self.breaker = breaker
-        self.timeout = httpx.Timeout(
+        self.timeouts = Timeouts(
             connect=settings.connect_timeout_seconds,
+            pool=2 * settings.connect_timeout_seconds,
             read=settings.read_timeout_seconds,
-            write=settings.read_timeout_seconds,
-            pool=settings.connect_timeout_seconds,
         )
         self._backoff = wait_exponential_jitter(
             multiplier=backoff_seconds, max=max_backoff_seconds, jitter=backoff_seconds
@@ -200,12 +197,12 @@ class EbayTransport:
                 response = await self.http.request(
                     spec.method,
                     spec.url,
-                    headers=dict(headers),
+                    headers=headers,
                     content=content,
                     params=params,
-                    timeout=self.timeout,
+                    timeouts=self.timeouts,
                 )
-            except httpx.TransportError as exc:
+            except HttpFailure as exc:
                 latency = (time.perf_counter() - started) * 1000
                 meta = CallMeta(spec.api, spec.operation, None, latency, attempt=attempt)
                 error = _transport_error(exc, meta)
@@ -221,7 +218,7 @@ class EbayTransport:
             return result
 
     @staticmethod
-    def _meta(spec: CallSpec, response: httpx.Response, latency: float, attempt: int) -> CallMeta:
+    def _meta(spec: CallSpec, response: Answer, latency: float, attempt: int) -> CallMeta:
         kept = ebay_headers(response.headers)
         return CallMeta(
             api=spec.api,
