@@ -105,7 +105,9 @@ def run_pipeline(
     time.sleep(1.0)  # let start-up settle: its CPU is not the refreshes'
     profilers = _profile(cluster, [*workers, scheduler])
     with psycopg.connect(_dsn(cluster), autocommit=True) as db:
-        before = dict(db.execute("SELECT account_id, version FROM ebay_tokens").fetchall())
+        before: dict[Any, int] = dict(
+            db.execute("SELECT account_id, version FROM ebay_tokens").fetchall()
+        )
         cpu_before = cpu_by_role()
         made_due = db.execute(
             "UPDATE ebay_tokens SET access_expires_at = now() + interval '1 minute', "
@@ -133,7 +135,9 @@ def run_pipeline(
             (t0,),
         ).fetchone() or (None, None)
         _wait_outbox_published(db, t0)
-        after = dict(db.execute("SELECT account_id, version FROM ebay_tokens").fetchall())
+        after: dict[Any, int] = dict(
+            db.execute("SELECT account_id, version FROM ebay_tokens").fetchall()
+        )
         events = Counter(
             r[0]
             for r in db.execute(

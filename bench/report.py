@@ -12,6 +12,7 @@ import os
 import platform
 import re
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -51,7 +52,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     """A Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]

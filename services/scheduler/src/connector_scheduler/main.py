@@ -40,13 +40,19 @@ class SchedulerLoop:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="scheduler-ticks")
 
-    async def stop(self) -> None:
+    async def stop(self) -> int:
         self._halt.set()
+        unfinished = 0
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await asyncio.wait_for(self._task, self._interval + 30)
+            except TimeoutError:
+                unfinished = 1  # a tick still running: its rows stay due, the next leader has them
+            except asyncio.CancelledError:
+                pass
         with contextlib.suppress(Exception):
             await self._scheduler.resign()
+        return unfinished
 
     async def _run(self) -> None:
         while not self._halt.is_set():

@@ -60,7 +60,14 @@ class Component(Protocol):
 
     async def start(self) -> None: ...
 
-    async def stop(self) -> None: ...
+    async def stop(self) -> int:
+        """Finish or hand back the work in hand; returns how many items had to be abandoned
+        (handed back unfinished) because the grace period ran out."""
+        ...
+
+
+# The exit status of a process whose SIGTERM grace period ran out with work still in hand.
+EXIT_ABANDONED = 3
 
 
 def register_secrets(settings: WorkerSettings) -> None:
@@ -223,7 +230,15 @@ async def _serve(
         await stop.wait()
         log.info("stopping: finishing the work in hand", service=service)
         probes.stopping = True
-        await component.stop()
+        abandoned = await component.stop()
+        if abandoned:
+            log.error(
+                "shutdown grace period ran out; messages abandoned to redelivery",
+                service=service,
+                abandoned=abandoned,
+                grace_seconds=settings.worker.graceful_timeout_seconds,
+            )
+            return EXIT_ABANDONED
         return 0
     finally:
         relay_stop.set()
