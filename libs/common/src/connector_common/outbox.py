@@ -10,7 +10,10 @@ them; a crash between publish and mark repeats a publish that JetStream de-dupli
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from nats.js import JetStreamContext
@@ -27,14 +30,43 @@ from connector_common.telemetry import inject_trace_headers
 log = get_logger(__name__)
 
 
-def enqueue_event(session: AsyncSession, event: Event, namespace: str) -> None:
-    """Add an event to the outbox in the caller's transaction (the event id is the row id)."""
+@dataclass(frozen=True)
+class OutboxRow:
+    """An outbox row, for statements that write it together with the change it announces."""
+
+    id: uuid.UUID
+    subject: str
+    payload: str
+    headers: str  # a JSON object
+
+
+def outbox_row(event: Event, namespace: str) -> OutboxRow:
+    """The outbox row of an event (with the current trace context), not yet written."""
+    return OutboxRow(
+        id=event.event_id,
+        subject=event.subject(namespace),
+        payload=event_payload(event).decode(),
+        headers=json.dumps(inject_trace_headers()),
+    )
+
+
+def enqueue_event(
+    session: AsyncSession,
+    event: Event,
+    namespace: str,
+    *,
+    trace_headers: dict[str, str] | None = None,
+) -> None:
+    """Add an event to the outbox in the caller's transaction (the event id is the row id).
+
+    Its trace context is the current one, or ``trace_headers`` when the write happens on behalf
+    of another task (a batched write)."""
     session.add(
         OutboxMessage(
             id=event.event_id,
             subject=event.subject(namespace),
             payload=event_payload(event).decode(),
-            headers=inject_trace_headers(),
+            headers=trace_headers if trace_headers is not None else inject_trace_headers(),
         )
     )
 

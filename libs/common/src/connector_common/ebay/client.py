@@ -19,7 +19,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from pydantic import SecretStr
 
-from connector_common.ebay.breaker import CircuitBreaker
+from connector_common.ebay.breaker import UNREAD, BreakerSnapshot, CircuitBreaker
 from connector_common.ebay.endpoints import Endpoints, endpoints_for
 from connector_common.ebay.errors import TransientError
 from connector_common.ebay.http import HttpSession
@@ -202,9 +202,17 @@ class EbayClient:
         return result
 
     async def refresh_access_token(
-        self, refresh_token: str, scopes: Sequence[str], *, account_key: str | None = None
+        self,
+        refresh_token: str,
+        scopes: Sequence[str],
+        *,
+        account_key: str | None = None,
+        breaker_state: BreakerSnapshot | None | object = UNREAD,
     ) -> UserToken:
-        """A new access token; ``refresh_token`` in the result is None unless eBay sent one."""
+        """A new access token; ``refresh_token`` in the result is None unless eBay sent one.
+
+        ``breaker_state``: the account's circuit breaker as the caller already read it (the
+        token store reads it with the lease), so the breaker need not read it again."""
         body = urlencode(
             {
                 "grant_type": "refresh_token",
@@ -214,7 +222,11 @@ class EbayClient:
         ).encode()
         spec = CallSpec("oauth", "refresh_token", "POST", self.endpoints.token, account_key)
         result: UserToken = await self._transport.call(
-            spec, self._user_token(scopes), headers=self._token_headers(), content=body
+            spec,
+            self._user_token(scopes),
+            headers=self._token_headers(),
+            content=body,
+            breaker_state=breaker_state,
         )
         return result
 

@@ -21,7 +21,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from connector_common.ebay.breaker import CircuitBreaker
+from connector_common.ebay.breaker import UNREAD, BreakerSnapshot, CircuitBreaker
 from connector_common.ebay.errors import (
     CircuitOpen,
     EbayError,
@@ -120,12 +120,13 @@ class EbayTransport:
         content: bytes | None = None,
         params: Mapping[str, str] | None = None,
         retry: Callable[[BaseException], bool] = retry_transient,
+        breaker_state: BreakerSnapshot | None | object = UNREAD,
     ) -> T:
         """Make the call through the breaker (when it names an account) with retries."""
         if self.breaker is None or not spec.account_key:
             return await self._with_retries(spec, parse, headers, content, params, retry)
         try:
-            permit = await self.breaker.acquire(spec.account_key)
+            permit = await self.breaker.acquire(spec.account_key, breaker_state)
         except CircuitOpen:
             self.instruments.count_short_circuit(spec)
             raise
