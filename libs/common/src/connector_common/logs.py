@@ -52,6 +52,9 @@ def configure_logging(
     )
     structlog.configure(
         processors=[
+            # Before anything else: a disabled level costs one check, not the whole chain
+            # (timestamp, redaction) of an event nobody will see.
+            structlog.stdlib.filter_by_level,
             *processors,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],

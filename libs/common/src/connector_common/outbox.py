@@ -10,15 +10,17 @@ them; a crash between publish and mark repeats a publish that JetStream de-dupli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from nats.js import JetStreamContext
-from sqlalchemy import delete, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from connector_common.db.engine import SessionFactory, unit_of_work
 from connector_common.db.models import OutboxMessage
@@ -86,6 +88,31 @@ def enqueue_command(
     )
 
 
+# How long a relay has a claimed batch to itself before another relay may take it again.
+CLAIM = timedelta(seconds=30)
+_CLAIM = text(
+    """
+    UPDATE outbox SET available_at = now() + :claim
+     WHERE id IN (SELECT id FROM outbox
+                   WHERE published_at IS NULL AND available_at <= now()
+                   ORDER BY available_at, created_at
+                   LIMIT :limit FOR UPDATE SKIP LOCKED)
+ RETURNING id, subject, payload, headers, created_at
+    """
+)
+_PUBLISHED = text("UPDATE outbox SET published_at = now() WHERE id = ANY(CAST(:ids AS uuid[]))")
+_FAILED = text(
+    """
+    UPDATE outbox AS o
+       SET attempts = o.attempts + 1, last_error = f.error,
+           available_at = now() + least(60, 0.5 * 2 ^ least(o.attempts + 1, 7))
+                                  * interval '1 second'
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:errors AS text[])) AS f(id, error)
+     WHERE o.id = f.id
+    """
+)
+
+
 class OutboxRelay:
     """Publishes committed outbox rows to JetStream; safe to run in many replicas at once."""
 
@@ -140,50 +167,64 @@ class OutboxRelay:
                 task.cancel()
 
     async def publish_pending(self) -> int:
-        """Publish one batch of due rows; returns how many were published."""
-        async with unit_of_work(self._sessions) as session:
-            rows = (
-                await session.scalars(
-                    select(OutboxMessage)
-                    .where(OutboxMessage.published_at.is_(None))
-                    .where(OutboxMessage.available_at <= utcnow())
-                    .order_by(OutboxMessage.available_at, OutboxMessage.created_at)
-                    .limit(self._batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
-            if not rows:
-                return 0
-            # Many publishes in flight at once, acks awaited together: order on the wire is
-            # the order of the rows.
-            results = await asyncio.gather(
-                *(self._publish(row) for row in rows), return_exceptions=True
-            )
-            now = utcnow()
-            published = 0
-            for row, result in zip(rows, results, strict=True):
-                if isinstance(result, BaseException):
-                    row.attempts += 1
-                    row.last_error = redact_text(f"{type(result).__name__}: {result}")[:500]
-                    delay = min(60.0, 0.5 * 2 ** min(row.attempts, 7))
-                    row.available_at = now + timedelta(seconds=delay)
-                else:
-                    row.published_at = now
-                    published += 1
-            if published < len(rows):
-                log.warning(
-                    "outbox publish failed for some messages",
-                    failed=len(rows) - published,
-                    published=published,
-                )
-            return published
+        """Publish one batch of due rows; returns how many were published.
 
-    async def _publish(self, row: OutboxMessage) -> None:
+        Two statements, no transaction held while publishing: the first claims a batch (moves
+        its ``available_at`` ``CLAIM_SECONDS`` ahead, so other relays skip it), the second marks
+        what JetStream confirmed. A relay that dies in between leaves its rows to be claimed
+        again after that; their repeat publish carries the same ``Nats-Msg-Id`` and JetStream
+        drops it (EVENTS and WORK de-duplicate).
+        """
+        async with self._autocommit() as connection:
+            claimed = await connection.execute(_CLAIM, {"limit": self._batch_size, "claim": CLAIM})
+            rows = sorted(claimed.all(), key=lambda row: row.created_at)
+        if not rows:
+            return 0
+        # Every publish in flight at once, their acks awaited together (one span for the batch
+        # would go here); order on the wire is the order of the rows.
+        futures = [await self._publish(row) for row in rows]
+        await asyncio.wait(futures, timeout=self._publish_timeout)
+        published: list[uuid.UUID] = []
+        failed: list[tuple[uuid.UUID, str]] = []
+        for row, future in zip(rows, futures, strict=True):
+            if not future.done():
+                future.cancel()
+                failed.append((row.id, "TimeoutError: no acknowledgement from JetStream"))
+            elif (error := future.exception()) is not None:
+                failed.append((row.id, redact_text(f"{type(error).__name__}: {error}")[:500]))
+            else:
+                published.append(row.id)
+        async with self._autocommit() as connection:
+            if published:
+                await connection.execute(_PUBLISHED, {"ids": published})
+            if failed:
+                await connection.execute(
+                    _FAILED,
+                    {"ids": [i for i, _ in failed], "errors": [e for _, e in failed]},
+                )
+        if failed:
+            log.warning(
+                "outbox publish failed for some messages",
+                failed=len(failed),
+                published=len(published),
+                error=failed[0][1][:200],
+            )
+        return len(published)
+
+    async def _publish(self, row: Any) -> asyncio.Future[Any]:
         headers = {str(k): str(v) for k, v in (row.headers or {}).items()}
         headers.setdefault("Nats-Msg-Id", str(row.id))
-        await self._js.publish(
-            row.subject, row.payload.encode(), timeout=self._publish_timeout, headers=headers
-        )
+        try:
+            return await self._js.publish_async(row.subject, row.payload.encode(), headers=headers)
+        except Exception as exc:  # e.g. too many publishes pending: this one fails, not all
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed
+
+    @contextlib.asynccontextmanager
+    async def _autocommit(self) -> AsyncIterator[AsyncConnection]:
+        async with self._sessions() as session:
+            yield await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
     async def purge_published(self) -> int:
         """Delete rows published longer ago than the retention; returns how many."""

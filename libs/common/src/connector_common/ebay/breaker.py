@@ -105,7 +105,7 @@ class CircuitBreaker:
             probe_seconds=max(settings.read_timeout_seconds * 2, 10.0),
         )
 
-    async def acquire(self, key: str, known: BreakerSnapshot | None | object = UNREAD) -> Permit:
+    async def acquire(self, key: str, known: BreakerSnapshot | object | None = UNREAD) -> Permit:
         """A permit, or :class:`CircuitOpen` while the breaker is open or probing elsewhere.
 
         ``known`` is the state when the caller already read it (in the same statement as its
@@ -115,9 +115,7 @@ class CircuitBreaker:
             try:
                 snapshot = await self.store.read(key)
             except Exception as exc:  # the breaker protects; it must not become the outage
-                log.warning(
-                    "breaker_store_unavailable", breaker_key=key, error=type(exc).__name__
-                )
+                log.warning("breaker_store_unavailable", breaker_key=key, error=type(exc).__name__)
                 return Permit(key, tracked=False)
         else:
             assert known is None or isinstance(known, BreakerSnapshot)

@@ -207,7 +207,7 @@ class EbayClient:
         scopes: Sequence[str],
         *,
         account_key: str | None = None,
-        breaker_state: BreakerSnapshot | None | object = UNREAD,
+        breaker_state: BreakerSnapshot | object | None = UNREAD,
     ) -> UserToken:
         """A new access token; ``refresh_token`` in the result is None unless eBay sent one.
 

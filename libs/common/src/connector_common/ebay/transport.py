@@ -120,7 +120,7 @@ class EbayTransport:
         content: bytes | None = None,
         params: Mapping[str, str] | None = None,
         retry: Callable[[BaseException], bool] = retry_transient,
-        breaker_state: BreakerSnapshot | None | object = UNREAD,
+        breaker_state: BreakerSnapshot | object | None = UNREAD,
     ) -> T:
         """Make the call through the breaker (when it names an account) with retries."""
         if self.breaker is None or not spec.account_key:
@@ -170,6 +170,13 @@ class EbayTransport:
         params: Mapping[str, str] | None,
         retry: Callable[[BaseException], bool],
     ) -> T:
+        # The first attempt without tenacity's machinery: most calls succeed at once.
+        try:
+            return await self._attempt(spec, parse, headers, content, params, 1)
+        except Exception as error:
+            if self.settings.max_attempts <= 1 or not retry(error):
+                raise
+            first = error
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.settings.max_attempts) | _StopOverBudget(self),
             wait=self._wait,
@@ -180,6 +187,8 @@ class EbayTransport:
         async for attempt in retrying:
             with attempt:
                 number = attempt.retry_state.attempt_number
+                if number == 1:
+                    raise first  # already made above: tenacity decides what follows
                 return await self._attempt(spec, parse, headers, content, params, number)
         raise AssertionError("tenacity ended without a result or an error")  # pragma: no cover
 

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -279,7 +280,11 @@ async def store_refreshed(
         owner,
         [
             Refreshed(
-                claim, access_token_ct, refresh_token_ct, key_id, access_expires_at,
+                claim,
+                access_token_ct,
+                refresh_token_ct,
+                key_id,
+                access_expires_at,
                 refresh_expires_at,
             )
         ],

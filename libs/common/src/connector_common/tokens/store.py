@@ -74,7 +74,7 @@ class RefreshesTokens(Protocol):
         scopes: Sequence[str],
         *,
         account_key: str | None = None,
-        breaker_state: BreakerSnapshot | None | object = UNREAD,
+        breaker_state: BreakerSnapshot | object | None = UNREAD,
     ) -> UserToken: ...
 
 
