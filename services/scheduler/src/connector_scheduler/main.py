@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from connector_common.logs import get_logger
 from connector_common.redaction import redact_text
 from connector_common.settings import load_settings
-from connector_common.worker.runtime import WorkerContext, run_worker
+from connector_common.worker.runtime import WorkerContext, run_until_complete, run_worker
 from connector_scheduler.service import Scheduler, SchedulerInstruments
 from connector_scheduler.settings import SchedulerSettings
 
@@ -108,12 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["pipeline"] = {"scheduler_tick_seconds": args.tick_seconds}
     settings = load_settings(SchedulerSettings, **overrides)
     tick = settings.pipeline.scheduler_tick_seconds
-    return asyncio.run(
+    return run_until_complete(
         run_worker(
             settings,
             SERVICE,
             SchedulerLoop,
             stall_after=3 * tick + 30,
             handler_timeout=tick + 60,
-        )
+        ),
+        settings.event_loop,
     )

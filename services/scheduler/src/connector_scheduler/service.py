@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from opentelemetry import metrics, trace
 
 from connector_common.db.engine import SessionFactory, unit_of_work
@@ -29,8 +30,6 @@ from connector_common.worker.settings import PipelineSettings
 from connector_scheduler import repository
 
 log = get_logger(__name__)
-
-MAX_IN_FLIGHT = 256  # concurrent publishes awaiting their JetStream ack
 
 
 @dataclass
@@ -119,10 +118,11 @@ class Scheduler:
         lead = timedelta(seconds=settings.refresh_lead_seconds)
         requeue = timedelta(seconds=settings.requeue_seconds)
         budget = settings.scheduler_max_per_tick
+        after: repository.Keyset | None = None
         while budget > 0:  # refresh first: an expired token is worse than a late check
             async with unit_of_work(self.sessions) as session:
                 rows = await repository.claim_due_refresh(
-                    session, lead, requeue, min(settings.scheduler_batch_size, budget)
+                    session, lead, requeue, min(settings.scheduler_batch_size, budget), after
                 )
                 commands: list[Command] = [
                     RefreshToken(
@@ -137,11 +137,13 @@ class Scheduler:
             # again, so a NATS outage would spin through the whole budget. Next tick instead.
             if len(rows) < settings.scheduler_batch_size or len(done) < len(rows):
                 break
+            after = rows[-1].key
         slot = int(utcnow().timestamp() // settings.health_interval_seconds)
+        after = None
         while budget > 0:
             async with unit_of_work(self.sessions) as session:
                 due = await repository.claim_due_health(
-                    session, requeue, min(settings.scheduler_batch_size, budget)
+                    session, requeue, min(settings.scheduler_batch_size, budget), after
                 )
                 commands = [
                     CheckHealth(account_id=r.account_id, org_id=r.org_id, slot=slot) for r in due
@@ -151,38 +153,53 @@ class Scheduler:
             budget -= len(due)
             if len(due) < settings.scheduler_batch_size or len(done) < len(due):
                 break
+            after = due[-1].key
 
     async def _publish(
         self, commands: Sequence[Command], report: TickReport, kind: str
     ) -> list[uuid.UUID]:
-        """Publish concurrently; returns the account ids JetStream confirmed."""
+        """Publish every command at once and await their acks together; returns the account
+        ids JetStream confirmed (one span for the batch would go here)."""
         if not commands:
             return []
-        headers = inject_trace_headers()
-        gate = asyncio.Semaphore(MAX_IN_FLIGHT)
-
-        async def one(command: Command) -> bool:
+        trace_headers = inject_trace_headers()
+        futures: list[asyncio.Future[PubAck]] = []
+        for command in commands:
             assert isinstance(command, RefreshToken | CheckHealth)
-            async with gate:
-                ack = await self.js.publish(
-                    command.subject(self.namespace),
-                    command.to_json(),
-                    timeout=self.publish_timeout,
-                    headers={**headers, "Nats-Msg-Id": command.dedup_id()},
+            try:
+                futures.append(
+                    await self.js.publish_async(
+                        command.subject(self.namespace),
+                        command.to_json(),
+                        headers={**trace_headers, "Nats-Msg-Id": command.dedup_id()},
+                    )
                 )
-            return bool(ack.duplicate)
-
-        results = await asyncio.gather(*(one(c) for c in commands), return_exceptions=True)
+            except Exception as exc:  # e.g. too many pending: this one fails, not the batch
+                failed: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
+                failed.set_exception(exc)
+                futures.append(failed)
+        await asyncio.wait(futures, timeout=self.publish_timeout)
         confirmed: list[uuid.UUID] = []
-        failures = [r for r in results if isinstance(r, BaseException)]
-        for command, result in zip(commands, results, strict=True):
-            if isinstance(result, BaseException):
-                report.failed += 1
+        failures: list[BaseException] = []
+        duplicates = 0
+        for command, future in zip(commands, futures, strict=True):
+            if not future.done():
+                future.cancel()
+                failures.append(TimeoutError("no acknowledgement from JetStream"))
+                continue
+            if (error := future.exception()) is not None:
+                failures.append(error)
                 continue
             confirmed.append(command.account_id)
-            report.published += 1
-            report.duplicates += int(result)
-            self.instruments.published.add(1, {"kind": kind, "duplicate": result})
+            duplicates += int(bool(future.result().duplicate))
+        report.failed += len(failures)
+        report.published += len(confirmed)
+        report.duplicates += duplicates
+        self.instruments.published.add(
+            len(confirmed) - duplicates, {"kind": kind, "duplicate": False}
+        )
+        if duplicates:
+            self.instruments.published.add(duplicates, {"kind": kind, "duplicate": True})
         report.by_kind[kind] = report.by_kind.get(kind, 0) + len(confirmed)
         if failures:
             log.warning(

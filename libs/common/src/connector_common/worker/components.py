@@ -8,7 +8,6 @@ and their handler; :class:`ConsumerComponent` is everything else, and
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from connector_common.settings import load_settings
 from connector_common.tokens.store import StoreTiming, TokenStore
 from connector_common.worker.consumer import Handler, WorkConsumer
 from connector_common.worker.deadletter import MaxDeliveriesWatcher
-from connector_common.worker.runtime import WorkerContext, run_worker
+from connector_common.worker.runtime import WorkerContext, run_until_complete, run_worker
 from connector_common.worker.settings import WorkerSettings
 from connector_common.worker.summary import BatchSummary
 
@@ -149,12 +148,13 @@ def run_consumer_service(
         overrides["worker"] = {"concurrency": args.concurrency}
     settings = load_settings(settings_cls, **overrides)
     worker = settings.worker
-    return asyncio.run(
+    return run_until_complete(
         run_worker(
             settings,
             spec.service,
             lambda context: ConsumerComponent(context, spec),
             stall_after=3 * worker.fetch_timeout_seconds,
             handler_timeout=worker.handler_timeout_seconds,
-        )
+        ),
+        settings.event_loop,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -103,6 +103,7 @@ class WorkerSettings(CommonSettings):
     probe_port: int = Field(default=8080, ge=0, le=65535)  # CONNECTOR_PROBE_PORT; 0 = any free
     probe_host: str = "0.0.0.0"  # noqa: S104 - kubelet probes reach the pod IP
     instance_id: str = ""  # lease holder name; default host:pid
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"  # CONNECTOR_EVENT_LOOP
     worker: ConsumerSettings = ConsumerSettings()
     pipeline: PipelineSettings = PipelineSettings()
 
