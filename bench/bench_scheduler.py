@@ -47,6 +47,15 @@ LEAD = 600.0
 
 async def grow(engine: AsyncEngine, org: Any, start: int, stop: int) -> None:
     """Accounts ``start+1 .. stop`` with tokens expiring in 2-3 hours (none due)."""
+    for low in range(start, stop, 100_000):
+        await _grow(engine, org, low, min(stop, low + 100_000))
+    async with engine.connect() as conn:
+        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await autocommit.execute(text("VACUUM ANALYZE ebay_accounts"))
+        await autocommit.execute(text("VACUUM ANALYZE ebay_tokens"))
+
+
+async def _grow(engine: AsyncEngine, org: Any, start: int, stop: int) -> None:
     async with engine.begin() as conn:
         await conn.execute(
             text(
@@ -70,10 +79,6 @@ async def grow(engine: AsyncEngine, org: Any, start: int, stop: int) -> None:
                 """
             )
         )
-    async with engine.connect() as conn:
-        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await autocommit.execute(text("VACUUM ANALYZE ebay_accounts"))
-        await autocommit.execute(text("VACUUM ANALYZE ebay_tokens"))
 
 
 async def make_due(engine: AsyncEngine, due: int) -> None:
@@ -146,7 +151,10 @@ async def measure(engine: AsyncEngine, nats_url: str, due: int, repeats: int) ->
 async def run(
     args: argparse.Namespace, postgres: EmbeddedPostgres, nats: EmbeddedNats
 ) -> dict[str, Any]:
-    engine = create_engine(DatabaseSettings(url=SecretStr(postgres.url), pool_size=10), "bench")
+    engine = create_engine(
+        DatabaseSettings(url=SecretStr(postgres.url), pool_size=10, statement_timeout_ms=600_000),
+        "bench",
+    )
     client = await connect(NatsSettings(url=nats.url), "bench")
     await ensure_streams(client.jetstream(), Topology("ebay"))
     await client.drain()

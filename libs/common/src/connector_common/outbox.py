@@ -26,6 +26,7 @@ from connector_common.db.engine import SessionFactory, unit_of_work
 from connector_common.db.models import OutboxMessage
 from connector_common.events import CheckHealth, Event, RefreshToken, event_payload, utcnow
 from connector_common.logs import get_logger
+from connector_common.messaging import BulkPublisher
 from connector_common.redaction import redact_text
 from connector_common.telemetry import inject_trace_headers
 
@@ -113,6 +114,12 @@ _FAILED = text(
 )
 
 
+def _headers(row: Any) -> dict[str, str]:
+    headers = {str(k): str(v) for k, v in (row.headers or {}).items()}
+    headers.setdefault("Nats-Msg-Id", str(row.id))
+    return headers
+
+
 class OutboxRelay:
     """Publishes committed outbox rows to JetStream; safe to run in many replicas at once."""
 
@@ -129,6 +136,7 @@ class OutboxRelay:
     ) -> None:
         self._sessions = sessions
         self._js = js
+        self._publisher = BulkPublisher.for_jetstream(js)
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._publish_timeout = publish_timeout
@@ -182,18 +190,16 @@ class OutboxRelay:
             return 0
         # Every publish in flight at once, their acks awaited together (one span for the batch
         # would go here); order on the wire is the order of the rows.
-        futures = [await self._publish(row) for row in rows]
-        await asyncio.wait(futures, timeout=self._publish_timeout)
-        published: list[uuid.UUID] = []
-        failed: list[tuple[uuid.UUID, str]] = []
-        for row, future in zip(rows, futures, strict=True):
-            if not future.done():
-                future.cancel()
-                failed.append((row.id, "TimeoutError: no acknowledgement from JetStream"))
-            elif (error := future.exception()) is not None:
-                failed.append((row.id, redact_text(f"{type(error).__name__}: {error}")[:500]))
-            else:
-                published.append(row.id)
+        results = await self._publisher.publish(
+            [(row.subject, row.payload.encode(), _headers(row)) for row in rows],
+            self._publish_timeout,
+        )
+        published = [row.id for row, result in zip(rows, results, strict=True) if result.ok]
+        failed = [
+            (row.id, redact_text(result.error or "not published")[:500])
+            for row, result in zip(rows, results, strict=True)
+            if not result.ok
+        ]
         async with self._autocommit() as connection:
             if published:
                 await connection.execute(_PUBLISHED, {"ids": published})
@@ -210,16 +216,6 @@ class OutboxRelay:
                 error=failed[0][1][:200],
             )
         return len(published)
-
-    async def _publish(self, row: Any) -> asyncio.Future[Any]:
-        headers = {str(k): str(v) for k, v in (row.headers or {}).items()}
-        headers.setdefault("Nats-Msg-Id", str(row.id))
-        try:
-            return await self._js.publish_async(row.subject, row.payload.encode(), headers=headers)
-        except Exception as exc:  # e.g. too many publishes pending: this one fails, not all
-            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            failed.set_exception(exc)
-            return failed
 
     @contextlib.asynccontextmanager
     async def _autocommit(self) -> AsyncIterator[AsyncConnection]:

@@ -10,7 +10,6 @@ simply due again next tick.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Sequence
@@ -18,12 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from nats.js import JetStreamContext
-from nats.js.api import PubAck
 from opentelemetry import metrics, trace
 
 from connector_common.db.engine import SessionFactory, unit_of_work
 from connector_common.events import CheckHealth, Command, RefreshToken, utcnow
 from connector_common.logs import get_logger
+from connector_common.messaging import BulkPublisher
 from connector_common.redaction import redact_text
 from connector_common.telemetry import inject_trace_headers, traced_span
 from connector_common.worker.settings import PipelineSettings
@@ -87,6 +86,10 @@ class Scheduler:
     tracer: trace.Tracer
     instruments: SchedulerInstruments
     publish_timeout: float = 5.0
+    publisher: BulkPublisher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.publisher = BulkPublisher.for_jetstream(self.js)
 
     async def tick(self) -> TickReport:
         """Publish the work that is due now (only while this replica holds the lease)."""
@@ -163,35 +166,15 @@ class Scheduler:
         if not commands:
             return []
         trace_headers = inject_trace_headers()
-        futures: list[asyncio.Future[PubAck]] = []
+        messages = []
         for command in commands:
             assert isinstance(command, RefreshToken | CheckHealth)
-            try:
-                futures.append(
-                    await self.js.publish_async(
-                        command.subject(self.namespace),
-                        command.to_json(),
-                        headers={**trace_headers, "Nats-Msg-Id": command.dedup_id()},
-                    )
-                )
-            except Exception as exc:  # e.g. too many pending: this one fails, not the batch
-                failed: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
-                failed.set_exception(exc)
-                futures.append(failed)
-        await asyncio.wait(futures, timeout=self.publish_timeout)
-        confirmed: list[uuid.UUID] = []
-        failures: list[BaseException] = []
-        duplicates = 0
-        for command, future in zip(commands, futures, strict=True):
-            if not future.done():
-                future.cancel()
-                failures.append(TimeoutError("no acknowledgement from JetStream"))
-                continue
-            if (error := future.exception()) is not None:
-                failures.append(error)
-                continue
-            confirmed.append(command.account_id)
-            duplicates += int(bool(future.result().duplicate))
+            headers = {**trace_headers, "Nats-Msg-Id": command.dedup_id()}
+            messages.append((command.subject(self.namespace), command.to_json(), headers))
+        results = await self.publisher.publish(messages, self.publish_timeout)
+        confirmed = [c.account_id for c, r in zip(commands, results, strict=True) if r.ok]
+        failures = [r.error for r in results if not r.ok]
+        duplicates = sum(1 for r in results if r.ok and r.duplicate)
         report.failed += len(failures)
         report.published += len(confirmed)
         report.duplicates += duplicates
@@ -206,7 +189,7 @@ class Scheduler:
                 "some work was not published; it stays due",
                 kind=kind,
                 failed=len(failures),
-                error=redact_text(f"{type(failures[0]).__name__}: {failures[0]}")[:200],
+                error=redact_text(str(failures[0]))[:200],
             )
         return confirmed
 
