@@ -145,6 +145,7 @@ class _ConnectionLog:
     def __init__(self, name: str) -> None:
         self._name = name
         self._last: dict[str, float] = {}
+        self.client: NatsClient | None = None
 
     async def error(self, exc: Exception) -> None:
         kind = type(exc).__name__
@@ -159,6 +160,9 @@ class _ConnectionLog:
         )
 
     async def disconnected(self) -> None:
+        if self.client is not None and self.client.is_closed:
+            log.debug("nats connection closed", client=self._name)  # we closed it: no news
+            return
         log.warning("nats disconnected; reconnecting", client=self._name)
 
     async def reconnected(self) -> None:
@@ -186,7 +190,9 @@ async def connect(settings: NatsSettings, name: str) -> NatsClient:
         options["password"] = settings.password.get_secret_value()
     if settings.token:
         options["token"] = settings.token.get_secret_value()
-    return await nats.connect(**options)  # type: ignore[arg-type]
+    client = await nats.connect(**options)  # type: ignore[arg-type]
+    events.client = client
+    return client
 
 
 async def connect_until_stopped(
@@ -325,8 +331,10 @@ class BulkPublisher:
             except (ValueError, KeyError, AttributeError):
                 error = "JetStream refused the message"
             result = Published(False, error=error[:200])
+        elif b'"duplicate"' in data:  # only present on a repeat (JetStream omits false)
+            result = Published(True, duplicate=bool(json.loads(data).get("duplicate")))
         else:
-            result = Published(True, duplicate=b'"duplicate":true' in data)
+            result = Published(True)
         self._record(acks, int(index), result)
 
     @staticmethod

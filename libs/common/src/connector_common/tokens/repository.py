@@ -263,6 +263,26 @@ async def store_refreshed_many(
     return {row[0]: int(row[1]) for row in rows}
 
 
+_RELEASE_MANY = text(
+    """
+    UPDATE ebay_tokens AS t SET lease_owner = NULL, lease_until = NULL
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:epochs AS bigint[])) AS h(account_id, epoch)
+     WHERE t.account_id = h.account_id AND t.lease_epoch = h.epoch AND t.lease_owner = :owner
+    """
+)
+
+
+async def release_leases(
+    executor: Executor, held: Sequence[tuple[uuid.UUID, int]], owner: str
+) -> None:
+    """Give leases back untouched (their epoch stays: a late write of ours is still fenced out
+    by whoever claims next)."""
+    await executor.execute(
+        _RELEASE_MANY,
+        {"ids": [a for a, _ in held], "epochs": [e for _, e in held], "owner": owner},
+    )
+
+
 async def store_refreshed(
     session: Executor,
     claim: Claim,

@@ -161,6 +161,7 @@ class TokenStore:
             self._fail_many
         )
         self._held: dict[uuid.UUID, int] = {}  # leases this process holds: account -> epoch
+        self._abandoned: list[tuple[uuid.UUID, int]] = []  # held by refreshes cancelled
         self._heartbeat: asyncio.Task[None] | None = None
         self._heartbeat_errors = Throttle(30.0)
         meter = meter or metrics.get_meter(__name__)
@@ -191,6 +192,9 @@ class TokenStore:
         if isinstance(claimed, Claim):
             try:
                 return await self._refresh_claimed(claimed, request)
+            except asyncio.CancelledError:
+                self._abandoned.append((claimed.account_id, claimed.epoch))  # see close()
+                raise
             finally:
                 self._held.pop(claimed.account_id, None)
         if claimed is None:
@@ -386,6 +390,22 @@ class TokenStore:
             lease_epoch=claim.epoch,
         )
         return RefreshResult(RefreshOutcome.LEASE_LOST, claim.account_id, claim.house_name)
+
+    async def close(self) -> None:
+        """Give back the leases still held (a shutdown that abandoned refreshes): another
+        replica may take them at once instead of waiting for them to expire."""
+        held = [*self._held.items(), *self._abandoned]
+        self._held.clear()
+        self._abandoned.clear()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if not held:
+            return
+        try:
+            async with self._autocommit() as connection:
+                await repository.release_leases(connection, held, self._owner)
+        except Exception as exc:  # they expire on their own within a lease
+            log.warning("refresh leases not given back", error=type(exc).__name__, held=len(held))
 
     # --- batched statements -------------------------------------------------------------------
 

@@ -77,6 +77,7 @@ class ConsumerComponent:
         self._context = context
         self._spec = spec
         self._client: EbayClient | None = None
+        self._store: TokenStore | None = None
         self._consumer: WorkConsumer | None = None
         self._watcher: MaxDeliveriesWatcher | None = None
 
@@ -87,7 +88,7 @@ class ConsumerComponent:
         durable = topology.refresher_durable if spec.kind == "refresh" else topology.health_durable
         subject = topology.refresh_subject if spec.kind == "refresh" else topology.health_subject
         self._client = build_ebay_client(context)
-        store = build_token_store(context, self._client)
+        store = self._store = build_token_store(context, self._client)
         summary = BatchSummary(*spec.summary)
         self._consumer = WorkConsumer(
             context.nc,
@@ -120,6 +121,8 @@ class ConsumerComponent:
         abandoned = 0
         if self._consumer is not None:
             abandoned = await self._consumer.stop()
+        if self._store is not None:
+            await self._store.close()
         if self._watcher is not None:
             await self._watcher.stop()
         if self._client is not None:

@@ -248,6 +248,9 @@ class WorkConsumer:
                     await entry.task
             with contextlib.suppress(Exception):  # redelivered after AckWait if this is lost
                 await entry.msg.nak()
+        if abandoned:
+            with contextlib.suppress(Exception):
+                await self._nc.flush(timeout=2)
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()

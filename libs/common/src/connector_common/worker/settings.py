@@ -20,7 +20,9 @@ from connector_common.settings import CommonSettings
 class ConsumerSettings(BaseModel):
     """How a worker takes messages from its durable pull consumer."""
 
-    concurrency: int = Field(default=16, ge=1, le=500)  # messages in work at once per replica
+    # Messages in work at once per replica. Refreshes are cheap to hold (a lease, an HTTP call in
+    # flight) and their database work is grouped, so more in work means bigger, cheaper batches.
+    concurrency: int = Field(default=64, ge=1, le=500)
     fetch_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     # A message a dead replica held comes back this long after its last sign of life (work in
     # progress sends in-progress acks every third of it).
