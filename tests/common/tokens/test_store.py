@@ -23,8 +23,8 @@ from connector_common.tokens.store import (
 )
 from tests.fixtures.pipeline import (
     account_row,
-    eventually,
     connect_seller,
+    eventually,
     make_org_row,
     outbox_types,
     token_row,
