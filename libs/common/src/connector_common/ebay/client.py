@@ -83,6 +83,7 @@ class EbayClient:
         meter_provider: MeterProvider | None = None,
         backoff_seconds: float = 0.5,
         max_backoff_seconds: float = 8.0,
+        rate_limit_wait: float | None = None,
     ) -> None:
         self.settings = settings
         self.endpoints: Endpoints = endpoints_for(settings)
@@ -96,6 +97,7 @@ class EbayClient:
             breaker,
             backoff_seconds=backoff_seconds,
             max_backoff_seconds=max_backoff_seconds,
+            rate_limit_wait=rate_limit_wait,
         )
         secret = settings.client_secret.get_secret_value()
         register_secret(secret)

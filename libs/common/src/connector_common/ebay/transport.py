@@ -31,6 +31,7 @@ from connector_common.ebay.errors import (
 from connector_common.ebay.http import Answer, HttpFailure, HttpSession, Timeouts
 from connector_common.ebay.instrumentation import CallSpec, EbayInstruments
 from connector_common.ebay.models import CallMeta
+from connector_common.ebay.pacing import ApiPacer
 from connector_common.ebay.wire import HttpAnswer, ebay_headers, remaining_from_headers
 from connector_common.logs import get_logger
 from connector_common.settings import EbaySettings
@@ -74,6 +75,19 @@ def _transport_error(failure: HttpFailure, meta: CallMeta) -> TransientError:
     return TransientError(f"{what}: {description}", meta=meta, error_code=failure.code)
 
 
+def _no_long_waits(
+    retry: Callable[[BaseException], bool], longest: float
+) -> Callable[[BaseException], bool]:
+    """``retry``, except for rate limits asking for a wait longer than ``longest``."""
+
+    def decide(error: BaseException) -> bool:
+        if isinstance(error, RateLimited) and (error.retry_after or 0.0) > longest:
+            return False
+        return retry(error)
+
+    return decide
+
+
 class _StopOverBudget(stop_base):
     """Stop when the next wait would end past the total time budget."""
 
@@ -97,11 +111,16 @@ class EbayTransport:
         *,
         backoff_seconds: float = 0.5,
         max_backoff_seconds: float = 8.0,
+        rate_limit_wait: float | None = None,
     ) -> None:
         self.settings = settings
         self.http = http
         self.instruments = instruments
         self.breaker = breaker
+        self.pacer = ApiPacer()
+        # A Retry-After longer than this is not slept on inside the call: RateLimited is raised
+        # at once, so the caller postpones the work by exactly that (None: the retry budget).
+        self.rate_limit_wait = rate_limit_wait
         self.timeouts = Timeouts(
             connect=settings.connect_timeout_seconds,
             pool=2 * settings.connect_timeout_seconds,
@@ -170,6 +189,8 @@ class EbayTransport:
         params: Mapping[str, str] | None,
         retry: Callable[[BaseException], bool],
     ) -> T:
+        if self.rate_limit_wait is not None:
+            retry = _no_long_waits(retry, self.rate_limit_wait)
         # The first attempt without tenacity's machinery: most calls succeed at once.
         try:
             return await self._attempt(spec, parse, headers, content, params, 1)
@@ -201,6 +222,7 @@ class EbayTransport:
         params: Mapping[str, str] | None,
         attempt: int,
     ) -> T:
+        await self.pacer.wait(spec.api)
         with self.instruments.span(spec, attempt) as span:
             started = time.perf_counter()
             try:
@@ -223,9 +245,20 @@ class EbayTransport:
                 result = parse(response, meta)
             except EbayError as error:
                 self.instruments.finish(span, spec, meta, error)
+                self._observe(spec, meta, error)
                 raise
             self.instruments.finish(span, spec, meta, None)
+            self._observe(spec, meta, None)
             return result
+
+    def _observe(self, spec: CallSpec, meta: CallMeta, error: EbayError | None) -> None:
+        limited = isinstance(error, RateLimited) and error.http_status == 429
+        self.pacer.observe(
+            spec.api,
+            rate_limited=limited,
+            retry_after=error.retry_after if isinstance(error, RateLimited) else None,
+            remaining=meta.rate_limit_remaining,
+        )
 
     @staticmethod
     def _meta(spec: CallSpec, response: Answer, latency: float, attempt: int) -> CallMeta:

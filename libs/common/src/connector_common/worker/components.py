@@ -44,6 +44,9 @@ def build_ebay_client(context: WorkerContext) -> EbayClient:
         breaker=CircuitBreaker.from_settings(settings, PostgresBreakerStore(context.sessions)),
         tracer_provider=context.telemetry.tracer_provider,
         meter_provider=context.telemetry.meter_provider,
+        # A worker never sleeps on a Retry-After: the message comes back exactly that much later
+        # and the handler takes the next one meanwhile.
+        rate_limit_wait=0.0,
     )
 
 
