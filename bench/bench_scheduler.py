@@ -106,7 +106,7 @@ async def make_due(engine: AsyncEngine, due: int) -> None:
         await autocommit.execute(text("VACUUM ANALYZE ebay_tokens"))
 
 
-async def measure(engine: AsyncEngine, nats_url: str, due: int, repeats: int) -> dict[str, float]:
+async def measure(engine: AsyncEngine, nats_url: str, due: int, repeats: int) -> dict[str, Any]:
     """Tick milliseconds (median of ``repeats``) with ``due`` accounts due."""
     client = await connect(NatsSettings(url=nats_url), "bench")
     js = client.jetstream()
@@ -122,6 +122,7 @@ async def measure(engine: AsyncEngine, nats_url: str, due: int, repeats: int) ->
     )
     ticks: list[float] = []
     cpu: list[float] = []
+    parts: list[dict[str, float]] = []
     try:
         for _ in range(repeats + 1):  # the first warms the connections and caches
             await make_due(engine, due)
@@ -132,10 +133,12 @@ async def measure(engine: AsyncEngine, nats_url: str, due: int, repeats: int) ->
             report = await scheduler.tick()
             ticks.append((time.perf_counter() - started) * 1000)
             after = cpu_by_role()
-            cpu.append(
-                (time.process_time() - own)
-                + sum(after[r] - others[r] for r in ("postgres", "nats-server"))
-            )
+            part = {
+                "scheduler": time.process_time() - own,
+                **{r: after[r] - others[r] for r in ("postgres", "nats-server")},
+            }
+            parts.append(part)
+            cpu.append(sum(part.values()))
             if report.published != due or report.failed:
                 raise SystemExit(f"tick published {report.published}/{due}: {report}")
     finally:
@@ -145,6 +148,9 @@ async def measure(engine: AsyncEngine, nats_url: str, due: int, repeats: int) ->
         "tick_ms": round(median, 1),
         "per_s": round(due / (median / 1000), 0),
         "cpu_ms": round(statistics.median(cpu[1:]) * 1000, 1),  # scheduler + PostgreSQL + NATS
+        "cpu_us_per_message": {
+            k: round(statistics.median(p[k] for p in parts[1:]) * 1e6 / due, 1) for k in parts[0]
+        },
     }
 
 
@@ -167,7 +173,7 @@ async def run(
                 )
             )
         ).scalar_one()
-    flat: dict[int, dict[str, float]] = {}
+    flat: dict[int, dict[str, Any]] = {}
     size = 0
     try:
         for target in sorted(args.sizes):
@@ -188,6 +194,7 @@ async def run(
         "tick_ms": many["tick_ms"],
         "published_per_s": many["per_s"],
         "tick_cpu_ms": many["cpu_ms"],
+        "cpu_us_per_message": many["cpu_us_per_message"],
         "tick_cpu_ms_100_due": {str(k): v["cpu_ms"] for k, v in flat.items()},
     }
 

@@ -474,13 +474,28 @@ def cpu_by_role() -> dict[str, float]:
         if pid == me:
             usage["benchmark"] += cpu
             continue
-        names = " ".join(stats[p][1] for p in chain if p != me)
-        role = next((r for r in ROLES if f"connector_cli {r}" in cmdline or r in cmdline), None)
-        if role is None and "postgres" in names:
-            role = "postgres"
+        role = _role(cmdline) or next(
+            (r for r in (_role(stats[p][1]) for p in chain[1:]) if r == "postgres"), None
+        )
         if role is not None:
             usage[role] += cpu
     return usage
+
+
+def _role(cmdline: str) -> str | None:
+    """What a process is, from its command line (never from a folder name in it)."""
+    args = cmdline.split()
+    if not args:
+        return None
+    if "connector_cli" in args:
+        after = args[args.index("connector_cli") + 1 :]
+        return after[0] if after and after[0] in ROLES else None
+    program = Path(args[0]).name
+    if program == "nats-server":
+        return "nats-server"
+    if program == "postgres" or args[0].startswith("postgres:"):
+        return "postgres"
+    return None
 
 
 def _ancestry(stats: dict[int, tuple[int, str, float]], pid: int) -> list[int]:

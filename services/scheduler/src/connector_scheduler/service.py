@@ -127,9 +127,15 @@ class Scheduler:
                 rows = await repository.claim_due_refresh(
                     session, lead, requeue, min(settings.scheduler_batch_size, budget), after
                 )
+                # The values come typed from our own database: validating them again was ~15 %
+                # of a tick's CPU (model_construct still fills command_id).
+                now = utcnow()
                 commands: list[Command] = [
-                    RefreshToken(
-                        account_id=r.account_id, org_id=r.org_id, token_version=r.token_version
+                    RefreshToken.model_construct(
+                        account_id=r.account_id,
+                        org_id=r.org_id,
+                        token_version=r.token_version,
+                        requested_at=now,
                     )
                     for r in rows
                 ]
@@ -148,8 +154,12 @@ class Scheduler:
                 due = await repository.claim_due_health(
                     session, requeue, min(settings.scheduler_batch_size, budget), after
                 )
+                now = utcnow()
                 commands = [
-                    CheckHealth(account_id=r.account_id, org_id=r.org_id, slot=slot) for r in due
+                    CheckHealth.model_construct(
+                        account_id=r.account_id, org_id=r.org_id, slot=slot, requested_at=now
+                    )
+                    for r in due
                 ]
                 done = await self._publish(commands, report, "health")
                 await repository.mark_health_requested(session, done)

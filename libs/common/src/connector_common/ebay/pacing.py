@@ -49,8 +49,9 @@ class ApiPacer:
 
     async def wait(self, api: str) -> None:
         """Until calls to ``api`` may go out."""
-        while (left := self.pause_left(api)) > 0:  # a pause may be extended meanwhile
-            await asyncio.sleep(left)  # noqa: ASYNC110 - waiting for a time, not an event
+        # A pause may be extended while waiting: look again after each sleep.
+        while (left := self.pause_left(api)) > 0:  # noqa: ASYNC110 - a time, not an event
+            await asyncio.sleep(left)
 
     def observe(
         self, api: str, *, rate_limited: bool, retry_after: float | None, remaining: int | None
