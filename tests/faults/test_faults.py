@@ -56,7 +56,10 @@ def _kill_refreshers(times: int) -> Callable[[Burst], None]:
         run.wait_refreshed(20)
         for _ in range(times):
             victim = run.refreshers[0]
-            held = lease_holders(run.cluster, victim)
+            deadline = time.monotonic() + 10
+            while not (held := lease_holders(run.cluster, victim)):  # work in hand: strike
+                assert time.monotonic() < deadline, "the victim never held a lease"
+                time.sleep(0.01)
             killed_at = db_now(run.cluster)
             _kill(victim)
             fresh = run.restart_refresher(victim)

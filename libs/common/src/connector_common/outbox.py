@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from connector_common.db.engine import SessionFactory, unit_of_work
 from connector_common.db.models import OutboxMessage
 from connector_common.events import CheckHealth, Event, RefreshToken, event_payload, utcnow
-from connector_common.logs import get_logger
+from connector_common.logs import Throttle, get_logger
 from connector_common.messaging import BulkPublisher
 from connector_common.redaction import redact_text
 from connector_common.telemetry import inject_trace_headers
@@ -137,6 +137,7 @@ class OutboxRelay:
         self._sessions = sessions
         self._js = js
         self._publisher = BulkPublisher.for_jetstream(js)
+        self._failures = Throttle(30.0)  # an outage: one line per kind per 30 s
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._publish_timeout = publish_timeout
@@ -159,7 +160,14 @@ class OutboxRelay:
                 if self._cycles % 600 == 0:
                     await self.purge_published()
             except Exception as exc:  # keep relaying: the database or NATS may come back
-                log.warning("outbox relay cycle failed", error=redact_text(str(exc))[:300])
+                if (held := self._failures.ready(type(exc).__name__)) is not None:
+                    log.warning(
+                        "outbox relay cycle failed; retrying",
+                        error=redact_text(f"{type(exc).__name__}: {exc}")[:300],
+                        more_since_last_line=held,
+                    )
+            else:
+                self._failures.reset()
             if self._on_cycle is not None:
                 result = self._on_cycle()
                 if result is not None:

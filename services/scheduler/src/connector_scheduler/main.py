@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
-from connector_common.logs import get_logger
+from connector_common.logs import Throttle, get_logger
 from connector_common.redaction import redact_text
 from connector_common.settings import load_settings
 from connector_common.worker.runtime import WorkerContext, run_until_complete, run_worker
@@ -36,6 +36,7 @@ class SchedulerLoop:
         )
         self._task: asyncio.Task[None] | None = None
         self._halt = asyncio.Event()
+        self._failures = Throttle(30.0)  # an outage: one line per kind per 30 s
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="scheduler-ticks")
@@ -59,10 +60,14 @@ class SchedulerLoop:
             try:
                 report = await self._scheduler.tick()
             except Exception as exc:  # the database or NATS may come back next tick
-                log.error(
-                    "scheduler tick failed", error=redact_text(f"{type(exc).__name__}: {exc}")[:300]
-                )
+                if (held := self._failures.ready(type(exc).__name__)) is not None:
+                    log.error(
+                        "scheduler tick failed",
+                        error=redact_text(f"{type(exc).__name__}: {exc}")[:300],
+                        more_since_last_line=held,
+                    )
             else:
+                self._failures.reset()
                 line = log.info if report.leader else log.debug
                 line(
                     "scheduler tick",
