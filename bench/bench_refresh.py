@@ -46,6 +46,7 @@ import requests
 from bench.bench_sandbox import drive, refresh_request
 from bench.cluster import CLIENT_ID, CLIENT_SECRET, SCOPES, Cluster, cpu_by_role, running_cluster
 from bench.report import machine, rewrite_section, table
+from connector_common.logs import configure_logging
 
 TICK_SECONDS = "0.25"
 
@@ -230,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--no-fsync", dest="fsync", action="store_false")
     parser.add_argument("--no-doc", dest="doc", action="store_false", help="leave docs alone")
+    parser.add_argument("--section", default="refresh", help="its section of docs/benchmarks.md")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for services")
     args = parser.parse_args(argv)
+    configure_logging("WARNING", "console")  # the numbers only
     extra_env = dict(item.split("=", 1) for item in args.env)
     with (
         tempfile.TemporaryDirectory(prefix="bench-refresh-") as tmp,
@@ -273,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         **machine(),
     }
     if args.doc:
-        rewrite_section("refresh", _markdown(result, args))
+        rewrite_section(args.section, _markdown(result, args))
     print(json.dumps(result), flush=True)
     return 0 if result["lost"] == 0 and result["double"] == 0 else 1
 

@@ -37,6 +37,7 @@ from bench.report import machine, rewrite_section, table
 from connector_cli.embedded import EmbeddedNats, EmbeddedPostgres
 from connector_common import migrate
 from connector_common.db.engine import create_engine, create_session_factory
+from connector_common.logs import configure_logging
 from connector_common.messaging import Topology, connect, ensure_streams
 from connector_common.settings import DatabaseSettings, NatsSettings
 from connector_common.worker.settings import PipelineSettings
@@ -206,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-doc", dest="doc", action="store_false")
     args = parser.parse_args(argv)
+    configure_logging("WARNING", "console")  # the numbers only
     with tempfile.TemporaryDirectory(prefix="bench-scheduler-") as tmp:
         root = Path(tmp)
         postgres = EmbeddedPostgres(root / "pg", log_path=root / "pg.log")
