@@ -222,32 +222,27 @@ async def _dlq_count(cluster: Cluster) -> int:
         await client.close()
 
 
-def lease_holders(cluster: Cluster, proc: Proc) -> list[str]:
-    """Accounts whose refresh lease ``proc`` holds right now."""
+def lease_holders(cluster: Cluster, proc: Proc) -> list[tuple[str, int]]:
+    """(account, lease epoch) of the refresh leases ``proc`` holds right now."""
     rows = query(
         cluster,
-        "SELECT account_id::text FROM ebay_tokens WHERE lease_owner LIKE %s "
+        "SELECT account_id::text, lease_epoch FROM ebay_tokens WHERE lease_owner LIKE %s "
         "AND lease_until > now()",
         f"%:{proc.process.pid}",
     )
-    return [r[0] for r in rows]
+    return [(r[0], int(r[1])) for r in rows]
 
 
-def refreshed_at(cluster: Cluster, accounts: list[str]) -> list[float]:
-    """When each of ``accounts`` was last refreshed (epoch seconds; PostgreSQL's clock)."""
-    if not accounts:
-        return []
+def taken_over(cluster: Cluster, held: list[tuple[str, int]]) -> int:
+    """How many of ``held`` someone else has claimed (or written) since: the epoch moved on."""
     rows = query(
         cluster,
-        "SELECT extract(epoch FROM last_refreshed_at) FROM ebay_tokens "
-        "WHERE account_id = ANY(%s::uuid[])",
-        accounts,
+        "SELECT count(*) FROM unnest(%s::uuid[], %s::bigint[]) AS h(account_id, epoch) "
+        "JOIN ebay_tokens t USING (account_id) WHERE t.lease_epoch > h.epoch",
+        [a for a, _ in held],
+        [e for _, e in held],
     )
-    return [float(r[0]) for r in rows if r[0] is not None]
-
-
-def db_now(cluster: Cluster) -> float:
-    return float(query(cluster, "SELECT extract(epoch FROM now())")[0][0])
+    return int(rows[0][0])
 
 
 def log_lines(proc: Proc) -> list[str]:
