@@ -310,9 +310,9 @@ class TokenStore:
         if kind == "permanent":
             wait = timing.permanent_retry_seconds
         elif kind == "rate_limited" and at_least is not None:
-            # eBay said how long: exactly that (and a little jitter so the accounts limited
+            # eBay said how long: exactly that (and up to 5 % jitter so the accounts limited
             # together do not come back together), never sooner.
-            wait = at_least * (1 + 0.1 * _jitter())
+            wait = at_least * (1 + 0.05 * _jitter())
         else:
             wait = retry_delay(
                 attempt, timing.retry_base_seconds, timing.retry_max_seconds, at_least=at_least
