@@ -44,7 +44,8 @@ import psycopg
 import requests
 
 from bench.bench_sandbox import drive, refresh_request
-from bench.cluster import CLIENT_ID, CLIENT_SECRET, SCOPES, Cluster, cpu_by_role, running_cluster
+from bench.cluster import CLIENT_ID, CLIENT_SECRET, SCOPES, Cluster, running_cluster
+from bench.cpu import cpu_by_role
 from bench.report import machine, rewrite_section, table
 from connector_common.logs import configure_logging
 

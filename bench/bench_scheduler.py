@@ -32,7 +32,7 @@ from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.cluster import cpu_by_role
+from bench.cpu import cpu_by_role
 from bench.report import machine, rewrite_section, table
 from connector_cli.embedded import EmbeddedNats, EmbeddedPostgres
 from connector_common import migrate

@@ -50,11 +50,12 @@ from connector_common.ebay.errors import (
 )
 from connector_common.ebay.models import UserToken
 from connector_common.events import ReconnectRequired, TokenRefreshed, TokenRefreshFailed
-from connector_common.logs import Throttle, get_logger
+from connector_common.logs import get_logger
 from connector_common.outbox import enqueue_event, outbox_row
 from connector_common.redaction import redact_text
 from connector_common.telemetry import inject_trace_headers
 from connector_common.tokens import repository
+from connector_common.tokens.leases import HeldLeases
 from connector_common.tokens.repository import Busy, Claim, Failure, Refreshed
 from connector_common.worker.backoff import retry_delay
 
@@ -160,10 +161,7 @@ class TokenStore:
         self._failures: Batcher[_FailureWrite, tuple[int, datetime] | None] = Batcher(
             self._fail_many
         )
-        self._held: dict[uuid.UUID, int] = {}  # leases this process holds: account -> epoch
-        self._abandoned: list[tuple[uuid.UUID, int]] = []  # held by refreshes cancelled
-        self._heartbeat: asyncio.Task[None] | None = None
-        self._heartbeat_errors = Throttle(30.0)
+        self._leases = HeldLeases(self._autocommit, owner, timing.lease_seconds)
         meter = meter or metrics.get_meter(__name__)
         self._refreshes = meter.create_counter(
             "connector.token.refreshes",
@@ -193,10 +191,10 @@ class TokenStore:
             try:
                 return await self._refresh_claimed(claimed, request)
             except asyncio.CancelledError:
-                self._abandoned.append((claimed.account_id, claimed.epoch))  # see close()
+                self._leases.abandon(claimed.account_id, claimed.epoch)  # see close()
                 raise
             finally:
-                self._held.pop(claimed.account_id, None)
+                self._leases.done(claimed.account_id)
         if claimed is None:
             return RefreshResult(RefreshOutcome.UNKNOWN_ACCOUNT, request.account_id)
         wait = max(0.0, (claimed.lease_until - claimed.now).total_seconds())
@@ -394,18 +392,7 @@ class TokenStore:
     async def close(self) -> None:
         """Give back the leases still held (a shutdown that abandoned refreshes): another
         replica may take them at once instead of waiting for them to expire."""
-        held = [*self._held.items(), *self._abandoned]
-        self._held.clear()
-        self._abandoned.clear()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-        if not held:
-            return
-        try:
-            async with self._autocommit() as connection:
-                await repository.release_leases(connection, held, self._owner)
-        except Exception as exc:  # they expire on their own within a lease
-            log.warning("refresh leases not given back", error=type(exc).__name__, held=len(held))
+        await self._leases.give_back()
 
     # --- batched statements -------------------------------------------------------------------
 
@@ -423,13 +410,11 @@ class TokenStore:
         for account_id in account_ids:
             got = found.get(account_id)
             if isinstance(got, Claim):
-                if account_id in self._held:  # asked twice in one batch: the first has it
+                if account_id in self._leases:  # asked twice in one batch: the first has it
                     got = Busy(got.lease_until or got.now, got.now)
                 else:
-                    self._held[account_id] = got.epoch
+                    self._leases.hold(account_id, got.epoch)
             results.append(got)
-        if self._held and self._heartbeat is None:
-            self._heartbeat = asyncio.create_task(self._keep_leases(), name="lease-heartbeat")
         return results
 
     async def _store_many(self, writes: Sequence[Refreshed]) -> list[int | None]:
@@ -464,29 +449,6 @@ class TokenStore:
                     trace_headers=write.trace_headers,
                 )
         return [recorded.get(w.failure.claim.account_id) for w in writes]
-
-    async def _keep_leases(self) -> None:
-        """Renew the leases this process holds, every third of the lease, while it holds any."""
-        lease = timedelta(seconds=self._timing.lease_seconds)
-        try:
-            while self._held:
-                await asyncio.sleep(self._timing.lease_seconds / 3)
-                held = list(self._held.items())
-                if not held:
-                    break
-                try:
-                    async with self._autocommit() as connection:
-                        await repository.renew_leases(connection, held, self._owner, lease)
-                except Exception as exc:  # the fencing epoch still guards every write
-                    if (skipped := self._heartbeat_errors.ready(type(exc).__name__)) is not None:
-                        log.warning(
-                            "refresh leases not renewed",
-                            error=redact_text(f"{type(exc).__name__}: {exc}")[:200],
-                            held=len(held),
-                            more_since_last_line=skipped,
-                        )
-        finally:
-            self._heartbeat = None
 
 
 def _breaker_snapshot(claim: Claim) -> BreakerSnapshot | None:

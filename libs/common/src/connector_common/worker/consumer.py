@@ -33,9 +33,8 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -44,7 +43,6 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError
 from opentelemetry import trace
-from pydantic import ValidationError
 
 from connector_common.logs import Throttle, get_logger
 from connector_common.redaction import redact_text
@@ -53,60 +51,15 @@ from connector_common.worker.backoff import retry_delay
 from connector_common.worker.deadletter import DeadLetter, DeadLetters
 from connector_common.worker.probes import Progress
 from connector_common.worker.settings import ConsumerSettings
+from connector_common.worker.settle import Delivery, Handler, Settle, describe
+
+__all__ = ["Delivery", "Handler", "Settle", "WorkConsumer", "consumer_config", "describe"]
 
 log = get_logger(__name__)
 
 # Errors that say a dependency (PostgreSQL, NATS, the network) is away, not that our code is
 # wrong: logged without a stack trace.
 DEPENDENCY_ERRORS = ("OperationalError", "InterfaceError", "DBAPIError", "ConnectionError")
-
-
-@dataclass(frozen=True)
-class Settle:
-    """What to do with a message once the handler is done."""
-
-    action: Literal["ack", "nak", "dead_letter"]
-    delay: float | None = None  # nak: redeliver after this many seconds
-    reason: str | None = None  # nak / dead_letter: why (redacted, short)
-
-    @classmethod
-    def ack(cls) -> Settle:
-        return cls("ack")
-
-    @classmethod
-    def nak(cls, delay: float, reason: str) -> Settle:
-        return cls("nak", max(0.0, delay), reason)
-
-    @classmethod
-    def dead_letter(cls, reason: str) -> Settle:
-        return cls("dead_letter", None, reason)
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """What the handler may know about the message besides its body."""
-
-    subject: str
-    headers: dict[str, str]
-    attempt: int  # 1 on the first delivery
-    max_deliver: int
-    stream_seq: int
-
-    @property
-    def last_attempt(self) -> bool:
-        return self.attempt >= self.max_deliver
-
-
-Handler = Callable[[bytes, Delivery], Awaitable[Settle]]
-
-
-def describe(error: ValidationError) -> str:
-    """What is wrong with a message, naming fields only (the input may hold anything)."""
-    problems = [
-        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-        for e in error.errors(include_input=False, include_url=False)
-    ]
-    return "; ".join(problems)[:250]
 
 
 def consumer_config(
