@@ -8,12 +8,15 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: install run test lint format browser promtool asyncapi screenshots fuzz bench-rotate clean help
+.PHONY: install run test test-faults bench bench-refresh bench-scheduler bench-rotate lint format \
+	browser promtool asyncapi screenshots fuzz clean help
 
 help:
 	@echo "make run   - start the whole system locally (embedded PostgreSQL + NATS, eBay sandbox, all services)"
 	@echo "make test  - run the whole test suite"
 	@echo "make lint  - ruff + mypy"
+	@echo "make test-faults - the whole fault suite on real processes (docs/reliability.md)"
+	@echo "make bench - every benchmark (docs/benchmarks.md); make bench-refresh ARGS=..."
 	@echo "make screenshots - pictures of the admin console for docs/ (needs a running make run)"
 	@echo "make fuzz  - a long schemathesis run against the API (FUZZ_CASES=20000)"
 	@echo "make bench-rotate - how fast connector keys rotate re-encrypts 100,000 token rows"
@@ -79,6 +82,27 @@ fuzz: install
 	CONNECTOR_FUZZ_CASES=$(FUZZ_CASES) $(VENV)/bin/pytest tests/api/test_fuzz.py -q -p no:randomly --timeout=3600
 
 bench-rotate: install
+	$(VENV)/bin/python -m bench.bench_rotate
+
+# Every fault scenario on 2,000 accounts; each prints one JSON line, the table goes to
+# docs/reliability.md. (`make test` runs the scenarios marked smoke on 200 accounts.)
+test-faults: install
+	$(VENV)/bin/pytest tests/faults --fault-suite -p no:randomly -s -q
+
+ARGS ?=
+bench-refresh: install
+	$(VENV)/bin/python -m bench.bench_refresh $(ARGS)
+
+bench-scheduler: install
+	$(VENV)/bin/python -m bench.bench_scheduler $(ARGS)
+
+# Every benchmark; each prints one JSON line last and rewrites its section of docs/benchmarks.md.
+bench: install
+	$(VENV)/bin/python -m bench.bench_sandbox
+	$(VENV)/bin/python -m bench.bench_refresh --accounts 2000 --refreshers 2 --latency-ms 20
+	$(VENV)/bin/python -m bench.bench_refresh --accounts 2000 --refreshers 2 --latency-ms 0 --section refresh-no-latency
+	$(VENV)/bin/python -m bench.bench_scheduler
+	$(VENV)/bin/python -m bench.bench_api
 	$(VENV)/bin/python -m bench.bench_rotate
 
 lint: install

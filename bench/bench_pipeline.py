@@ -305,7 +305,9 @@ def run_once(
     calls = httpx.get(
         f"{sandbox}/_sandbox/calls", params={"route": "token", "since": str(since)}, timeout=30
     ).json()["calls"]
-    per_seller = Counter(c["seller"] for c in calls if c["status"] == 200)
+    per_seller = Counter(
+        c["seller"] for c in calls if c["status"] == 200 and c.get("outcome") == "refreshed"
+    )
     assert first is not None
     assert last is not None
     span = max(last - first, 1e-3)

@@ -14,8 +14,10 @@ import yaml
 
 from connector_common.asyncapi import COMMANDS, render
 from connector_common.events import (
+    APP_EVENT_TYPES,
     EVENT_TYPES,
     AccountConnected,
+    AppEvent,
     CheckHealth,
     Command,
     Event,
@@ -52,7 +54,9 @@ def test_every_command_and_event_model_is_in_the_document() -> None:
     assert commands == set(COMMANDS), "a new command needs a place in connector_common.asyncapi"
     concrete_events = {cls for cls in subclasses(Event) if "type" in cls.__dict__}
     assert concrete_events == set(EVENT_TYPES.values()), "an event class is not in EVENT_TYPES"
-    for cls in [*COMMANDS, *EVENT_TYPES.values()]:
+    app_events = {cls for cls in subclasses(AppEvent) if "type" in cls.__dict__}
+    assert app_events == set(APP_EVENT_TYPES.values()), "an app event is not in APP_EVENT_TYPES"
+    for cls in [*COMMANDS, *EVENT_TYPES.values(), *APP_EVENT_TYPES.values()]:
         assert cls.__name__ in schemas
         assert set(schemas[cls.__name__]["properties"]) >= set(cls.model_fields)
 

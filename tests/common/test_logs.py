@@ -8,7 +8,7 @@ import logging
 
 import structlog
 
-from connector_common.logs import configure_logging, get_logger
+from connector_common.logs import RepeatFilter, Throttle, configure_logging, get_logger
 
 EARLY = get_logger("tests.early", component="early")  # as every module does at import
 
@@ -30,6 +30,54 @@ def test_a_logger_created_before_configuration_redacts_filters_and_renders_json(
     assert [line["event"] for line in lines] == ["refreshed"]
     assert lines[0]["token"] == "[REDACTED]"
     assert lines[0]["component"] == "early"
+
+
+def test_a_library_repeating_its_error_logs_one_line_per_interval_with_a_count() -> None:
+    clock = [0.0]
+    stream = io.StringIO()
+    configure_logging("INFO", "json", "tests", stream=stream)
+    repeat = next(
+        f for h in logging.getLogger().handlers for f in h.filters if isinstance(f, RepeatFilter)
+    )
+    repeat._clock = lambda: clock[0]  # what a monotonic clock would say
+    pool = logging.getLogger("sqlalchemy.pool.tests")
+    try:
+        for second in range(21):  # a 21 s outage: the pool complains every 0.5 s
+            for half in (0.0, 0.5):
+                clock[0] = second + half
+                try:
+                    raise ConnectionRefusedError("connection refused")
+                except ConnectionRefusedError:
+                    pool.error("Exception during reset or similar", exc_info=True)
+        clock[0] = 31.0
+        pool.error("Exception during reset or similar")
+        logging.getLogger("py.warnings").warning("a library's warning")
+    finally:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if getattr(h, "_connector", False)]:
+            root.removeHandler(handler)
+        structlog.reset_defaults()
+        structlog.contextvars.unbind_contextvars("service")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    events = [line["event"] for line in lines]
+    assert events[0] == "Exception during reset or similar"
+    assert "exception" in lines[0]  # the first of a streak keeps its stack trace
+    assert (
+        events[1] == "Exception during reset or similar (and 41 more like it in the last interval)"
+    )
+    assert "exception" not in lines[1]
+    assert len(lines) == 3
+
+
+def test_throttle_lets_one_line_per_kind_through_each_interval_and_counts_the_rest() -> None:
+    clock = [0.0]
+    throttle = Throttle(30.0, clock=lambda: clock[0])
+    assert throttle.ready("OperationalError") == 0
+    assert throttle.ready("OperationalError") is None
+    assert throttle.ready("OperationalError") is None
+    assert throttle.ready("TimeoutError") == 0  # another kind is news
+    clock[0] = 30.0
+    assert throttle.ready("OperationalError") == 2
 
 
 def test_lines_inside_a_span_carry_its_trace_and_span_ids_and_others_do_not() -> None:

@@ -7,11 +7,17 @@ import json
 from pathlib import Path
 
 import pytest
+from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
 from connector_common.logs import configure_logging
-from connector_common.messaging import WORK_MAX_MESSAGE_BYTES, Topology, _ConnectionLog
+from connector_common.messaging import (
+    WORK_MAX_MESSAGE_BYTES,
+    BulkPublisher,
+    Topology,
+    _ConnectionLog,
+)
 
 
 async def test_the_work_stream_refuses_an_oversized_message_when_it_is_published(
@@ -45,6 +51,31 @@ async def test_repeated_connection_errors_log_one_line_without_traceback() -> No
         "nats reconnected",
     }
     assert "Traceback" not in stream.getvalue()
+
+
+async def test_bulk_publishes_are_acknowledged_one_by_one_and_repeats_collapse(
+    nats_client: NatsClient, js: JetStreamContext, topology: Topology
+) -> None:
+    publisher = BulkPublisher(nats_client)
+    results = await publisher.publish(
+        [
+            (topology.refresh_subject, b'{"n": 1}', {"Nats-Msg-Id": "same"}),
+            (topology.refresh_subject, b'{"n": 2}', {"Nats-Msg-Id": "same"}),
+            (topology.refresh_subject, b'{"n": 3}', {"Nats-Msg-Id": "other"}),
+            (f"{topology.namespace}.nowhere", b"{}", {}),  # no stream takes this subject
+            (topology.refresh_subject, b"x" * (WORK_MAX_MESSAGE_BYTES + 1), {}),
+        ],
+        ack_wait=5,
+    )
+    assert [(r.ok, r.duplicate) for r in results] == [
+        (True, False),
+        (True, True),
+        (True, False),
+        (False, False),
+        (False, False),
+    ]
+    assert results[3].error is not None
+    assert (await js.stream_info(topology.work_stream)).state.messages == 2
 
 
 async def test_closing_the_connection_ourselves_is_not_a_disconnect_warning_but_an_outage_is(

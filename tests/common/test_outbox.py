@@ -133,7 +133,7 @@ async def test_commands_collapse_on_their_dedup_id(
 
 
 async def test_an_accounts_events_are_kept_in_its_history_with_failures_marked(
-    engine: AsyncEngine, topology: Topology
+    engine: AsyncEngine, js: JetStreamContext, topology: Topology
 ) -> None:
     from datetime import timedelta
 
@@ -202,7 +202,7 @@ async def test_an_accounts_events_are_kept_in_its_history_with_failures_marked(
         first = await session.get(AccountHistory, rows[0].id)
         assert first is not None
         first.occurred_at = utcnow() - timedelta(days=8)
-    await OutboxRelay(sessions, None, history_retention=timedelta(days=7)).purge_published()  # type: ignore[arg-type]
+    await OutboxRelay(sessions, js, history_retention=timedelta(days=7)).purge_published()
     async with unit_of_work(sessions) as session:
         left = (
             await session.scalars(

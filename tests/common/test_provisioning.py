@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from faststream.nats import NatsBroker
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -24,17 +22,6 @@ from connector_common.worker.consumer import Delivery, Settle, WorkConsumer
 from connector_common.worker.deadletter import DeadLetters
 from connector_common.worker.probes import Progress
 from connector_common.worker.settings import ConsumerSettings
-
-COMPARED = (
-    "durable_name",
-    "filter_subject",
-    "ack_policy",
-    "deliver_policy",
-    "ack_wait",
-    "max_deliver",
-    "max_ack_pending",
-    "description",
-)
 
 
 @pytest.fixture
@@ -83,54 +70,63 @@ async def test_missing_names_what_to_run(clean: JetStreamContext, topology: Topo
     assert await missing(clean, topology, "token-refresher") is None
 
 
-async def test_the_provisioned_consumer_is_the_one_a_worker_would_have_created(
-    nats_url: str, nats_client: NatsClient, clean: JetStreamContext, namespace: str
+async def test_a_worker_consumes_from_the_provisioned_consumer_and_never_declares_one(
+    nats_client: NatsClient, clean: JetStreamContext, namespace: str
 ) -> None:
-    """Workers bind without declaring; were provisioning and the workers' subscriber ever to
-    disagree, this comparison fails (the subscriber still creates a missing consumer, as in
-    older deployments)."""
+    """Workers only bind: the consumer they read is the provisioned one (its settings kept), and
+    a worker started where nothing was provisioned creates nothing."""
     settings = ConsumerSettings(concurrency=3, ack_wait_seconds=20, max_deliver=5)
-    declared = Topology(namespace)
-    provisioned = Topology(f"{namespace}p")
-    for config in declared.stream_configs():
-        await clean.add_stream(config)
+    provisioned = Topology(namespace)
     await provision(clean, provisioned, consumer_settings=settings)
-    broker = NatsBroker(nats_url, logger=logging.getLogger("tests.faststream"))
+    bare = Topology(f"{namespace}b")
+    for config in bare.stream_configs():
+        await clean.add_stream(config)
+    received: list[bytes] = []
 
     async def handler(body: bytes, delivery: Delivery) -> Settle:
+        received.append(body)
         return Settle.ack()
 
-    for consumer in work_consumers(declared):
-        WorkConsumer(
-            broker,
+    def worker(topology: Topology) -> WorkConsumer:
+        (consumer, _health) = work_consumers(topology)
+        return WorkConsumer(
+            nats_client,
+            clean,
             kind=consumer.kind,
             stream=consumer.stream,
             subject=consumer.subject,
             durable=consumer.durable,
             settings=settings,
             handler=handler,
-            dead_letters=DeadLetters(clean, declared),
+            dead_letters=DeadLetters(clean, topology),
             progress=Progress(stall_after=5, handler_timeout=5),
             tracer=trace.get_tracer("tests"),
         )
-    await broker.start()
+
+    bound, unbound = worker(provisioned), worker(bare)
+    await bound.start()
+    await unbound.start()
     try:
-        for made, wanted in zip(work_consumers(declared), work_consumers(provisioned), strict=True):
-            by_worker = (await clean.consumer_info(made.stream, made.durable)).config
-            by_provisioning = (await clean.consumer_info(wanted.stream, wanted.durable)).config
-            for field in COMPARED:
-                ours, theirs = getattr(by_provisioning, field), getattr(by_worker, field)
-                if field in ("durable_name", "filter_subject"):
-                    ours = ours.replace(provisioned.namespace, declared.namespace)
-                    ours = ours.replace(provisioned.prefix, declared.prefix)
-                assert ours == theirs, field
-            assert consumer_config(wanted, settings).ack_wait == 20
+        await clean.publish(provisioned.refresh_subject, b'{"hello": 1}')
+        deadline = asyncio.get_running_loop().time() + 10
+        while not received:
+            assert asyncio.get_running_loop().time() < deadline, "nothing was consumed"
+            await asyncio.sleep(0.02)
+        assert received == [b'{"hello": 1}']
+        refresher = work_consumers(provisioned)[0]
+        kept = (await clean.consumer_info(refresher.stream, refresher.durable)).config
+        assert kept.ack_wait == consumer_config(refresher, settings).ack_wait == 20
+        assert kept.max_deliver == 5
+        with pytest.raises(NotFoundError):
+            await clean.consumer_info(bare.work_stream, bare.refresher_durable)
     finally:
-        await broker.stop()
-        for config in provisioned.stream_configs():
-            assert config.name is not None
-            with contextlib.suppress(NotFoundError):
-                await clean.delete_stream(config.name)
+        await bound.stop(grace=1)
+        await unbound.stop(grace=1)
+        for topology in (provisioned, bare):
+            for config in topology.stream_configs():
+                assert config.name is not None
+                with contextlib.suppress(NotFoundError):
+                    await clean.delete_stream(config.name)
 
 
 @dataclass

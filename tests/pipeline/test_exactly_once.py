@@ -28,6 +28,8 @@ TIMING = {
     "CONNECTOR_PIPELINE__REFRESH_LEAD_SECONDS": "400",
     "CONNECTOR_PIPELINE__SCHEDULER_BATCH_SIZE": "50",
     "CONNECTOR_WORKER__CONCURRENCY": "16",
+    # Every refresh logs its own line at DEBUG: the secret check below reads them all.
+    "CONNECTOR_LOG_LEVEL": "DEBUG",
 }
 
 

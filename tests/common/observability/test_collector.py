@@ -23,10 +23,10 @@ from connector_common.db.models import (
     HealthCheck,
     OutboxMessage,
 )
-from connector_common.events import AccountRenamed, RefreshToken, utcnow
+from connector_common.events import RefreshToken, utcnow
 from connector_common.messaging import Topology
 from connector_common.observability.collector import BudgetUsage, PipelineCollector
-from connector_common.outbox import enqueue_event
+from connector_common.outbox import enqueue_command
 from connector_common.settings import parse_key_ring
 from connector_common.status import AccountStatus, account_status
 from tests.fixtures.factories import make_account, make_org, make_token
@@ -117,19 +117,12 @@ async def test_one_collection_reads_queues_dlq_outbox_breakers_and_accounts(
     for kind, count in (("refresh", 2), ("health", 1)):
         for _ in range(count):
             await js.publish(topology.dlq_subject(kind), b"{}")
-    # Two events waiting in the outbox, the older one two minutes old.
+    # Two messages waiting in the outbox, the older one two minutes old.
     async with unit_of_work(sessions) as session:
         for _ in range(2):
-            enqueue_event(
+            enqueue_command(
                 session,
-                AccountRenamed(
-                    org_id=uuid.uuid4(),
-                    account_id=uuid.uuid4(),
-                    house_name="A",
-                    actor="alice",
-                    old_house_name="B",
-                    new_house_name="A",
-                ),
+                RefreshToken(account_id=uuid.uuid4(), org_id=uuid.uuid4(), token_version=1),
                 topology.namespace,
             )
     async with unit_of_work(sessions) as session:

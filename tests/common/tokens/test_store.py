@@ -24,6 +24,7 @@ from connector_common.tokens.store import (
 from tests.fixtures.pipeline import (
     account_row,
     connect_seller,
+    eventually,
     make_org_row,
     outbox_types,
     token_row,
@@ -310,6 +311,49 @@ async def test_a_token_under_an_old_key_is_read_and_rewritten_with_the_newest_ke
     assert rotated.decrypt(after.refresh_token_ct or b"", account_id, "refresh_token") == (
         rotated.decrypt(before.refresh_token_ct or b"", account_id, "refresh_token")
     )
+
+
+async def test_a_lease_is_renewed_while_the_ebay_call_outlasts_it(
+    sessions: SessionFactory,
+    cipher: TokenCipher,
+    ebay_client: EbayClient,
+    sandbox: SandboxHandle,
+    account_id: uuid.UUID,
+) -> None:
+    sandbox.fault("token", "latency", latency_ms=1700, seller=SELLER)
+    slow = make_store(sessions, cipher, ebay_client, owner="slow", lease_seconds=0.6)
+    other = make_store(sessions, cipher, ebay_client, owner="other", lease_seconds=0.6)
+    since = time.time()
+    refreshing = asyncio.create_task(slow.refresh(RefreshRequest(account_id, reason="manual")))
+    await asyncio.sleep(1.3)  # twice the lease: without renewal it would have run out
+    meanwhile = await other.refresh(RefreshRequest(account_id, reason="manual"))
+    done = await refreshing
+    assert meanwhile.outcome is RefreshOutcome.BUSY
+    assert done.outcome is RefreshOutcome.REFRESHED
+    assert refresh_calls(sandbox, since) == 1
+
+
+async def test_leases_of_refreshes_abandoned_at_shutdown_are_given_back(
+    sessions: SessionFactory,
+    cipher: TokenCipher,
+    ebay_client: EbayClient,
+    sandbox: SandboxHandle,
+    account_id: uuid.UUID,
+) -> None:
+    sandbox.fault("token", "latency", latency_ms=5000, seller=SELLER)
+    store = make_store(sessions, cipher, ebay_client, owner="stopping")
+    refreshing = asyncio.create_task(store.refresh(RefreshRequest(account_id, reason="manual")))
+
+    async def leased() -> bool:
+        return (await token_row(sessions, account_id)).lease_owner is not None
+
+    await eventually(leased, timeout=5, what="the lease taken")
+    refreshing.cancel()  # the grace period ran out
+    with pytest.raises(asyncio.CancelledError):
+        await refreshing
+    await store.close()
+    token = await token_row(sessions, account_id)
+    assert (token.lease_owner, token.lease_until) == (None, None)
 
 
 async def test_an_ended_refresh_token_is_reconnect_required_without_asking_ebay(

@@ -12,7 +12,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from connector_common.events import EVENT_TYPES, CheckHealth, Command, Event, RefreshToken
+from connector_common.events import (
+    APP_EVENT_TYPES,
+    APP_SUBJECT_PART,
+    EVENT_TYPES,
+    AppEvent,
+    CheckHealth,
+    Command,
+    Event,
+    RefreshToken,
+)
 from connector_common.messaging import Topology
 from connector_common.telemetry import package_version
 from connector_common.worker.deadletter import (
@@ -30,12 +39,12 @@ COMMANDS: tuple[type[Command], ...] = (RefreshToken, CheckHealth)
 REF = "#/components/schemas/{model}"
 
 
-def _schema(model: type[Command] | type[Event]) -> dict[str, Any]:
+def _schema(model: type[Command] | type[Event] | type[AppEvent]) -> dict[str, Any]:
     """The JSON Schema of what is published: every field is always present."""
     schema = model.model_json_schema(mode="serialization", ref_template=REF)
     schema.pop("$defs", None)
     properties: dict[str, Any] = schema["properties"]
-    if issubclass(model, Event):
+    if issubclass(model, Event | AppEvent):
         # The published envelope adds the type (connector_common.events.event_payload).
         properties = {"type": {"type": "string", "const": model.type}, **properties}
         schema["properties"] = properties
@@ -165,6 +174,31 @@ def build_document() -> dict[str, Any]:
                 "namespace": _namespace(),
                 "orgId": {"description": "The organisation's id (a UUID), also `org_id`."},
             },
+            "messages": {name: {"$ref": f"#/components/messages/{name}"}},
+        }
+        operations[f"publish{name}"] = _operation(
+            "send", channel, name, f"The connector announces {event_type} (outbox, at least once)."
+        )
+
+    for event_type, app_event in APP_EVENT_TYPES.items():
+        name = app_event.__name__
+        schemas[name] = _schema(app_event)
+        messages[name] = {
+            "name": name,
+            "title": event_type,
+            "summary": (app_event.__doc__ or event_type).strip(),
+            "contentType": "application/json",
+            "headers": _trace_headers(),
+            "payload": {"$ref": REF.format(model=name)},
+        }
+        channel = _channel_id(event_type)
+        channels[channel] = {
+            "address": f"{NAMESPACE}.events.{APP_SUBJECT_PART}.{event_type}",
+            "title": event_type,
+            "description": "Stream `<NAMESPACE>-EVENTS` (`EBAY-EVENTS`; limits, 7 days). About the "
+            "whole installation (every org shares one eBay app), for its operators: subscribe "
+            f"to `ebay.events.{APP_SUBJECT_PART}.>`.",
+            "parameters": {"namespace": _namespace()},
             "messages": {name: {"$ref": f"#/components/messages/{name}"}},
         }
         operations[f"publish{name}"] = _operation(

@@ -10,13 +10,17 @@ them; a crash between publish and mark repeats a publish that JetStream de-dupli
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from nats.js import JetStreamContext
-from sqlalchemy import delete, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from connector_common.db.engine import SessionFactory, unit_of_work
 from connector_common.db.models import AccountHistory, OutboxMessage
@@ -28,7 +32,8 @@ from connector_common.events import (
     event_payload,
     utcnow,
 )
-from connector_common.logs import get_logger
+from connector_common.logs import Throttle, get_logger
+from connector_common.messaging import BulkPublisher
 from connector_common.redaction import redact_text
 from connector_common.telemetry import inject_trace_headers
 
@@ -58,15 +63,70 @@ HISTORY_TYPES = frozenset(
 _ENVELOPE = {"event_id", "org_id", "account_id", "occurred_at", "version"}
 
 
-def enqueue_event(session: AsyncSession, event: Event | AppEvent, namespace: str) -> None:
+@dataclass(frozen=True)
+class HistoryRow:
+    """An account history row, for statements that write it with the event it records."""
+
+    org_id: uuid.UUID
+    account_id: uuid.UUID
+    occurred_at: datetime
+    type: str
+    failure: bool
+    details: str  # a JSON object
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """An outbox row, for statements that write it together with the change it announces,
+    and the account history row of the event when the history keeps it."""
+
+    id: uuid.UUID
+    subject: str
+    payload: str
+    headers: str  # a JSON object
+    history: HistoryRow | None = None
+
+
+def outbox_row(event: Event, namespace: str) -> OutboxRow:
+    """The outbox row of an event (with the current trace context), not yet written."""
+    history = None
+    if event.type in HISTORY_TYPES:
+        details = event.model_dump(mode="json", exclude=_ENVELOPE)
+        history = HistoryRow(
+            org_id=event.org_id,
+            account_id=event.account_id,
+            occurred_at=event.occurred_at,
+            type=event.type,
+            failure=is_failure(event.type, details),
+            details=json.dumps(details),
+        )
+    return OutboxRow(
+        id=event.event_id,
+        subject=event.subject(namespace),
+        payload=event_payload(event).decode(),
+        headers=json.dumps(inject_trace_headers()),
+        history=history,
+    )
+
+
+def enqueue_event(
+    session: AsyncSession,
+    event: Event | AppEvent,
+    namespace: str,
+    *,
+    trace_headers: dict[str, str] | None = None,
+) -> None:
     """Add an event to the outbox in the caller's transaction (the event id is the row id),
-    and an account's event to that account's history."""
+    and an account's event to that account's history.
+
+    Its trace context is the current one, or ``trace_headers`` when the write happens on behalf
+    of another task (a batched write)."""
     session.add(
         OutboxMessage(
             id=event.event_id,
             subject=event.subject(namespace),
             payload=event_payload(event).decode(),
-            headers=inject_trace_headers(),
+            headers=trace_headers if trace_headers is not None else inject_trace_headers(),
         )
     )
     if isinstance(event, Event) and event.type in HISTORY_TYPES:
@@ -105,6 +165,37 @@ def enqueue_command(
     )
 
 
+# How long a relay has a claimed batch to itself before another relay may take it again.
+CLAIM = timedelta(seconds=30)
+_CLAIM = text(
+    """
+    UPDATE outbox SET available_at = now() + :claim
+     WHERE id IN (SELECT id FROM outbox
+                   WHERE published_at IS NULL AND available_at <= now()
+                   ORDER BY available_at, created_at
+                   LIMIT :limit FOR UPDATE SKIP LOCKED)
+ RETURNING id, subject, payload, headers, created_at
+    """
+)
+_PUBLISHED = text("UPDATE outbox SET published_at = now() WHERE id = ANY(CAST(:ids AS uuid[]))")
+_FAILED = text(
+    """
+    UPDATE outbox AS o
+       SET attempts = o.attempts + 1, last_error = f.error,
+           available_at = now() + least(60, 0.5 * 2 ^ least(o.attempts + 1, 7))
+                                  * interval '1 second'
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:errors AS text[])) AS f(id, error)
+     WHERE o.id = f.id
+    """
+)
+
+
+def _headers(row: Any) -> dict[str, str]:
+    headers = {str(k): str(v) for k, v in (row.headers or {}).items()}
+    headers.setdefault("Nats-Msg-Id", str(row.id))
+    return headers
+
+
 class OutboxRelay:
     """Publishes committed outbox rows to JetStream; safe to run in many replicas at once."""
 
@@ -122,6 +213,8 @@ class OutboxRelay:
     ) -> None:
         self._sessions = sessions
         self._js = js
+        self._publisher = BulkPublisher.for_jetstream(js)
+        self._failures = Throttle(30.0)  # an outage: one line per kind per 30 s
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._publish_timeout = publish_timeout
@@ -145,7 +238,14 @@ class OutboxRelay:
                 if self._cycles % 600 == 0:
                     await self.purge_published()
             except Exception as exc:  # keep relaying: the database or NATS may come back
-                log.warning("outbox relay cycle failed", error=redact_text(str(exc))[:300])
+                if (held := self._failures.ready(type(exc).__name__)) is not None:
+                    log.warning(
+                        "outbox relay cycle failed; retrying",
+                        error=redact_text(f"{type(exc).__name__}: {exc}")[:300],
+                        more_since_last_line=held,
+                    )
+            else:
+                self._failures.reset()
             if self._on_cycle is not None:
                 result = self._on_cycle()
                 if result is not None:
@@ -161,50 +261,52 @@ class OutboxRelay:
                 task.cancel()
 
     async def publish_pending(self) -> int:
-        """Publish one batch of due rows; returns how many were published."""
-        async with unit_of_work(self._sessions) as session:
-            rows = (
-                await session.scalars(
-                    select(OutboxMessage)
-                    .where(OutboxMessage.published_at.is_(None))
-                    .where(OutboxMessage.available_at <= utcnow())
-                    .order_by(OutboxMessage.available_at, OutboxMessage.created_at)
-                    .limit(self._batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
-            if not rows:
-                return 0
-            # Many publishes in flight at once, acks awaited together: order on the wire is
-            # the order of the rows.
-            results = await asyncio.gather(
-                *(self._publish(row) for row in rows), return_exceptions=True
-            )
-            now = utcnow()
-            published = 0
-            for row, result in zip(rows, results, strict=True):
-                if isinstance(result, BaseException):
-                    row.attempts += 1
-                    row.last_error = redact_text(f"{type(result).__name__}: {result}")[:500]
-                    delay = min(60.0, 0.5 * 2 ** min(row.attempts, 7))
-                    row.available_at = now + timedelta(seconds=delay)
-                else:
-                    row.published_at = now
-                    published += 1
-            if published < len(rows):
-                log.warning(
-                    "outbox publish failed for some messages",
-                    failed=len(rows) - published,
-                    published=published,
-                )
-            return published
+        """Publish one batch of due rows; returns how many were published.
 
-    async def _publish(self, row: OutboxMessage) -> None:
-        headers = {str(k): str(v) for k, v in (row.headers or {}).items()}
-        headers.setdefault("Nats-Msg-Id", str(row.id))
-        await self._js.publish(
-            row.subject, row.payload.encode(), timeout=self._publish_timeout, headers=headers
+        Two statements, no transaction held while publishing: the first claims a batch (moves
+        its ``available_at`` ``CLAIM_SECONDS`` ahead, so other relays skip it), the second marks
+        what JetStream confirmed. A relay that dies in between leaves its rows to be claimed
+        again after that; their repeat publish carries the same ``Nats-Msg-Id`` and JetStream
+        drops it (EVENTS and WORK de-duplicate).
+        """
+        async with self._autocommit() as connection:
+            claimed = await connection.execute(_CLAIM, {"limit": self._batch_size, "claim": CLAIM})
+            rows = sorted(claimed.all(), key=lambda row: row.created_at)
+        if not rows:
+            return 0
+        # Every publish in flight at once, their acks awaited together (one span for the batch
+        # would go here); order on the wire is the order of the rows.
+        results = await self._publisher.publish(
+            [(row.subject, row.payload.encode(), _headers(row)) for row in rows],
+            self._publish_timeout,
         )
+        published = [row.id for row, result in zip(rows, results, strict=True) if result.ok]
+        failed = [
+            (row.id, redact_text(result.error or "not published")[:500])
+            for row, result in zip(rows, results, strict=True)
+            if not result.ok
+        ]
+        async with self._autocommit() as connection:
+            if published:
+                await connection.execute(_PUBLISHED, {"ids": published})
+            if failed:
+                await connection.execute(
+                    _FAILED,
+                    {"ids": [i for i, _ in failed], "errors": [e for _, e in failed]},
+                )
+        if failed:
+            log.warning(
+                "outbox publish failed for some messages",
+                failed=len(failed),
+                published=len(published),
+                error=failed[0][1][:200],
+            )
+        return len(published)
+
+    @contextlib.asynccontextmanager
+    async def _autocommit(self) -> AsyncIterator[AsyncConnection]:
+        async with self._sessions() as session:
+            yield await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
     async def purge_published(self) -> int:
         """Delete rows published longer ago than the retention, and account history older than

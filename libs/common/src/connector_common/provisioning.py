@@ -6,9 +6,9 @@ pull consumers. The services never declare anything: they bind to what exists an
 something is missing, stay alive but not ready, naming it (:func:`missing`). So the services'
 NATS users need no right to create, change or delete streams and consumers.
 
-The consumers are declared exactly as a worker's FastStream subscriber would create them
-(tests/common/test_provisioning.py compares the two), with the ``CONNECTOR_WORKER__*`` tuning
-the workers read, so provisioning and workers share one configuration.
+The consumers are declared with the ``CONNECTOR_WORKER__*`` tuning the workers read (their
+AckWait, deliveries, ack-pending), so provisioning and workers share one configuration; the
+workers' pull loop (connector_common.worker.consumer) only binds to them.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def consumers_of(topology: Topology, service: str) -> list[WorkConsumer]:
 
 
 def consumer_config(consumer: WorkConsumer, settings: ConsumerSettings) -> ConsumerConfig:
-    """The consumer as a worker's subscriber (connector_common.worker.consumer) declares it."""
+    """The durable pull consumer every replica of a worker kind shares."""
     return ConsumerConfig(
         name=consumer.durable,
         durable_name=consumer.durable,

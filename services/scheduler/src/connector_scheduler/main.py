@@ -13,11 +13,11 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from connector_common.budget.analytics import LimitsReader
 from connector_common.budget.usage import current_usage
 from connector_common.ebay import EbayClient
-from connector_common.logs import get_logger
+from connector_common.logs import Throttle, get_logger
 from connector_common.observability.collector import PipelineCollector
 from connector_common.redaction import redact_text
 from connector_common.settings import load_settings
-from connector_common.worker.runtime import WorkerContext, run_worker
+from connector_common.worker.runtime import WorkerContext, run_until_complete, run_worker
 from connector_scheduler.budget import BudgetPacer
 from connector_scheduler.reconsent import ReconsentSweep
 from connector_scheduler.service import Scheduler, SchedulerInstruments
@@ -90,6 +90,7 @@ class SchedulerLoop:
             extra=[(polls, self._ebay.app_rate_limits)] if polls else [],
         )
         self._collector_task: asyncio.Task[None] | None = None
+        self._failures = Throttle(30.0)  # an outage: one line per kind per 30 s
 
     def _observe_leader(self, options: CallbackOptions) -> list[Observation]:
         return [Observation(1 if self.leading else 0)]
@@ -100,11 +101,16 @@ class SchedulerLoop:
             self.collector.run(self._halt), name="pipeline-metrics"
         )
 
-    async def stop(self) -> None:
+    async def stop(self) -> int:
         self._halt.set()
+        unfinished = 0
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await asyncio.wait_for(self._task, self._interval + 30)
+            except TimeoutError:
+                unfinished = 1  # a tick still running: its rows stay due, the next leader has them
+            except asyncio.CancelledError:
+                pass
         if self._collector_task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._collector_task, 10)
@@ -115,6 +121,7 @@ class SchedulerLoop:
             await self._scheduler.pacer.aclose()
         with contextlib.suppress(Exception):
             await self._ebay.aclose()
+        return unfinished
 
     async def _run(self) -> None:
         while not self._halt.is_set():
@@ -122,10 +129,14 @@ class SchedulerLoop:
                 report = await self._scheduler.tick()
             except Exception as exc:  # the database or NATS may come back next tick
                 self.leading = False  # the lease could not be renewed
-                log.error(
-                    "scheduler tick failed", error=redact_text(f"{type(exc).__name__}: {exc}")[:300]
-                )
+                if (held := self._failures.ready(type(exc).__name__)) is not None:
+                    log.error(
+                        "scheduler tick failed",
+                        error=redact_text(f"{type(exc).__name__}: {exc}")[:300],
+                        more_since_last_line=held,
+                    )
             else:
+                self._failures.reset()
                 self.leading = report.leader
                 line = log.info if report.leader else log.debug
                 line(
@@ -172,12 +183,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["pipeline"] = {"scheduler_tick_seconds": args.tick_seconds}
     settings = load_settings(SchedulerSettings, **overrides)
     tick = settings.pipeline.scheduler_tick_seconds
-    return asyncio.run(
+    return run_until_complete(
         run_worker(
             settings,
             SERVICE,
             SchedulerLoop,
             stall_after=3 * tick + 30,
             handler_timeout=tick + 60,
-        )
+        ),
+        settings.event_loop,
     )

@@ -2,8 +2,10 @@
 
 Every due query walks a partial index ordered by the due time (``ix_ebay_tokens_access_expires_
 at_refresh_enabled``, ``ix_ebay_accounts_next_health_check_at``) and stops at the cut-off, so its
-cost grows with the number of due rows, not with the number of accounts. Times are PostgreSQL's
-``now()``: every replica compares against one clock.
+cost grows with the number of due rows, not with the number of accounts. A tick claims in
+batches; each batch starts where the previous one ended (keyset: due time, then id), so a tick's
+cost is linear in what it claims instead of re-walking the rows earlier batches took. Times are
+PostgreSQL's ``now()``: every replica compares against one clock.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text, update
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from connector_common.db.models import EbayAccount, EbayToken
@@ -25,12 +27,27 @@ class DueRefresh:
     account_id: uuid.UUID
     org_id: uuid.UUID
     token_version: int
+    due_at: datetime | None = None  # its place in the index: where the next batch starts
+
+    @property
+    def key(self) -> Keyset:
+        assert self.due_at is not None
+        return (self.due_at, self.account_id)
 
 
 @dataclass(frozen=True)
 class DueHealth:
     account_id: uuid.UUID
     org_id: uuid.UUID
+    due_at: datetime | None = None
+
+    @property
+    def key(self) -> Keyset:
+        assert self.due_at is not None
+        return (self.due_at, self.account_id)
+
+
+Keyset = tuple[datetime, uuid.UUID]  # (due time, id) of the last row a batch claimed
 
 
 @dataclass(frozen=True)
@@ -95,34 +112,53 @@ def _refresh_ready(requeue: timedelta) -> list[ColumnElement[bool]]:
 
 
 def due_refresh_query(
-    lead: timedelta, requeue: timedelta, limit: int
-) -> Select[uuid.UUID, uuid.UUID, int]:
-    """Tokens to refresh now, soonest expiry first, locked so no other scheduler takes them."""
-    return (
-        select(EbayToken.account_id, EbayAccount.org_id, EbayToken.version)
+    lead: timedelta, requeue: timedelta, limit: int, after: Keyset | None = None
+) -> Select[uuid.UUID, uuid.UUID, int, datetime | None]:
+    """Tokens to refresh now, soonest expiry first, locked so no other scheduler takes them;
+    ``after``: only those past the last row of the previous batch."""
+    query = (
+        select(
+            EbayToken.account_id, EbayAccount.org_id, EbayToken.version, EbayToken.access_expires_at
+        )
         .join(EbayAccount, EbayAccount.id == EbayToken.account_id)
         .where(*_refresh_due(lead), *_refresh_ready(requeue), EbayAccount.is_active)
-        .order_by(EbayToken.access_expires_at)
+        .order_by(EbayToken.access_expires_at, EbayToken.account_id)
         .limit(limit)
         .with_for_update(of=EbayToken, skip_locked=True)
     )
+    if after is not None:
+        # The first condition starts the index range; the second breaks ties on the id.
+        query = query.where(
+            EbayToken.access_expires_at >= after[0],
+            tuple_(EbayToken.access_expires_at, EbayToken.account_id) > tuple_(*after),
+        )
+    return query
 
 
 async def claim_due_refresh(
-    session: AsyncSession, lead: timedelta, requeue: timedelta, limit: int
+    session: AsyncSession,
+    lead: timedelta,
+    requeue: timedelta,
+    limit: int,
+    after: Keyset | None = None,
 ) -> list[DueRefresh]:
-    """Lock up to ``limit`` tokens due for a refresh."""
-    rows = await session.execute(due_refresh_query(lead, requeue, limit))
-    return [DueRefresh(account_id, org_id, version) for account_id, org_id, version in rows]
+    """Lock up to ``limit`` tokens due for a refresh (past ``after``)."""
+    rows = await session.execute(due_refresh_query(lead, requeue, limit, after))
+    return [DueRefresh(*row) for row in rows]
+
+
+_MARK_REFRESH = text(
+    "UPDATE ebay_tokens SET refresh_requested_at = now() "
+    "WHERE account_id = ANY(CAST(:ids AS uuid[]))"
+)
+_MARK_HEALTH = text(
+    "UPDATE ebay_accounts SET health_requested_at = now() WHERE id = ANY(CAST(:ids AS uuid[]))"
+)
 
 
 async def mark_refresh_requested(session: AsyncSession, account_ids: list[uuid.UUID]) -> None:
     if account_ids:
-        await session.execute(
-            update(EbayToken)
-            .where(EbayToken.account_id.in_(account_ids))
-            .values(refresh_requested_at=func.now())
-        )
+        await session.execute(_MARK_REFRESH, {"ids": account_ids})
 
 
 def _health_due() -> list[ColumnElement[bool]]:
@@ -139,35 +175,40 @@ def _health_ready(requeue: timedelta) -> ColumnElement[bool]:
     )
 
 
-def due_health_query(requeue: timedelta, limit: int) -> Select[uuid.UUID, uuid.UUID]:
+def due_health_query(
+    requeue: timedelta, limit: int, after: Keyset | None = None
+) -> Select[uuid.UUID, uuid.UUID, datetime | None]:
     """Accounts to check now, longest overdue first, locked so no other scheduler takes them.
 
     Deactivated accounts and those that need reconnecting have ``next_health_check_at`` NULL
     (contract with the API and the refresher), so the index never even shows them.
     """
-    return (
-        select(EbayAccount.id, EbayAccount.org_id)
+    query = (
+        select(EbayAccount.id, EbayAccount.org_id, EbayAccount.next_health_check_at)
         .where(*_health_due(), _health_ready(requeue), EbayAccount.is_active)
-        .order_by(EbayAccount.next_health_check_at)
+        .order_by(EbayAccount.next_health_check_at, EbayAccount.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    if after is not None:
+        query = query.where(
+            EbayAccount.next_health_check_at >= after[0],
+            tuple_(EbayAccount.next_health_check_at, EbayAccount.id) > tuple_(*after),
+        )
+    return query
 
 
 async def claim_due_health(
-    session: AsyncSession, requeue: timedelta, limit: int
+    session: AsyncSession, requeue: timedelta, limit: int, after: Keyset | None = None
 ) -> list[DueHealth]:
-    rows = await session.execute(due_health_query(requeue, limit))
-    return [DueHealth(account_id, org_id) for account_id, org_id in rows]
+    """Lock up to ``limit`` accounts due for a check (past ``after``)."""
+    rows = await session.execute(due_health_query(requeue, limit, after))
+    return [DueHealth(*row) for row in rows]
 
 
 async def mark_health_requested(session: AsyncSession, account_ids: list[uuid.UUID]) -> None:
     if account_ids:
-        await session.execute(
-            update(EbayAccount)
-            .where(EbayAccount.id.in_(account_ids))
-            .values(health_requested_at=func.now())
-        )
+        await session.execute(_MARK_HEALTH, {"ids": account_ids})
 
 
 async def refresh_backlog(session: AsyncSession, lead: timedelta, requeue: timedelta) -> Backlog:

@@ -29,6 +29,7 @@ log = get_logger(__name__)
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
+UNREAD: object = object()  # acquire(): read the state from the store (nothing known yet)
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,15 @@ class BreakerStore(Protocol):
 
 
 def counts_as_failure(error: BaseException) -> bool:
-    """Failures that say eBay (or this account on eBay) is in trouble."""
-    return isinstance(error, TransientError | RateLimited)
+    """Failures that say eBay (or this account on eBay) is in trouble.
+
+    A rate limit that says how long to wait (``Retry-After``) is an instruction, not trouble:
+    the caller waits exactly that long. Counting it too would open the breaker for its
+    cool-down on top (one account once waited 172 s after a 429 that asked for 2 s).
+    """
+    if isinstance(error, RateLimited):
+        return error.retry_after is None
+    return isinstance(error, TransientError)
 
 
 class CircuitBreaker:
@@ -97,13 +105,21 @@ class CircuitBreaker:
             probe_seconds=max(settings.read_timeout_seconds * 2, 10.0),
         )
 
-    async def acquire(self, key: str) -> Permit:
-        """A permit, or :class:`CircuitOpen` while the breaker is open or probing elsewhere."""
-        try:
-            snapshot = await self.store.read(key)
-        except Exception as exc:  # the breaker protects; it must not become the outage
-            log.warning("breaker_store_unavailable", breaker_key=key, error=type(exc).__name__)
-            return Permit(key, tracked=False)
+    async def acquire(self, key: str, known: BreakerSnapshot | object | None = UNREAD) -> Permit:
+        """A permit, or :class:`CircuitOpen` while the breaker is open or probing elsewhere.
+
+        ``known`` is the state when the caller already read it (in the same statement as its
+        own work: the refresh claim does); None means there is no row.
+        """
+        if known is UNREAD:
+            try:
+                snapshot = await self.store.read(key)
+            except Exception as exc:  # the breaker protects; it must not become the outage
+                log.warning("breaker_store_unavailable", breaker_key=key, error=type(exc).__name__)
+                return Permit(key, tracked=False)
+        else:
+            assert known is None or isinstance(known, BreakerSnapshot)
+            snapshot = known
         if snapshot is None:
             return Permit(key, tracked=False)
         if snapshot.state == CLOSED:

@@ -1,6 +1,6 @@
 """The eBay client: OAuth (consent URL, code exchange, refresh, app token) and seller calls.
 
-One instance per process (it owns one ``httpx.AsyncClient`` with connection reuse); every call
+One instance per process (it owns one HTTP session with connection reuse); every call
 has explicit timeouts, typed results and typed errors (:mod:`connector_common.ebay.errors`).
 Works unchanged against eBay production, eBay's sandbox, or our local sandbox.
 """
@@ -15,14 +15,14 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import httpx
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from pydantic import SecretStr
 
-from connector_common.ebay.breaker import CircuitBreaker
+from connector_common.ebay.breaker import UNREAD, BreakerSnapshot, CircuitBreaker
 from connector_common.ebay.endpoints import Endpoints, endpoints_for
 from connector_common.ebay.errors import TransientError
+from connector_common.ebay.http import HttpSession
 from connector_common.ebay.instrumentation import CallSpec, EbayInstruments
 from connector_common.ebay.models import (
     AppToken,
@@ -43,6 +43,7 @@ from connector_common.ebay.refresh_retry import call_with_token_refresh
 from connector_common.ebay.sites import site_by_id
 from connector_common.ebay.transport import EbayTransport, retry_unsent
 from connector_common.ebay.wire import (
+    HttpAnswer,
     json_body,
     oauth_error,
 )
@@ -82,21 +83,19 @@ class EbayClient:
         self,
         settings: EbaySettings,
         *,
-        http: httpx.AsyncClient | None = None,
+        http: HttpSession | None = None,
         breaker: CircuitBreaker | None = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         backoff_seconds: float = 0.5,
         max_backoff_seconds: float = 8.0,
         on_call: Callable[[str, str], None] | None = None,
+        rate_limit_wait: float | None = None,
     ) -> None:
         self.settings = settings
         self.endpoints: Endpoints = endpoints_for(settings)
         self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-            headers={"User-Agent": "ebay-connector/0.1"},
-        )
+        self._http = http or HttpSession(max_connections=200)
         self.instruments = EbayInstruments(tracer_provider, meter_provider)
         self._transport = EbayTransport(
             settings,
@@ -106,6 +105,7 @@ class EbayClient:
             backoff_seconds=backoff_seconds,
             max_backoff_seconds=max_backoff_seconds,
             on_call=on_call,  # counts every call for the daily budget
+            rate_limit_wait=rate_limit_wait,
         )
         secret = settings.client_secret.get_secret_value()
         register_secret(secret)
@@ -164,8 +164,8 @@ class EbayClient:
     def _token_headers(self) -> dict[str, str]:
         return {"Authorization": self._basic, "Content-Type": FORM, "Accept": "application/json"}
 
-    def _user_token(self, scopes: Sequence[str]) -> Callable[[httpx.Response, CallMeta], UserToken]:
-        def parse(response: httpx.Response, meta: CallMeta) -> UserToken:
+    def _user_token(self, scopes: Sequence[str]) -> Callable[[HttpAnswer, CallMeta], UserToken]:
+        def parse(response: HttpAnswer, meta: CallMeta) -> UserToken:
             if response.status_code != 200:
                 raise oauth_error(response, meta)
             body = json_body(response, meta, "eBay OAuth")
@@ -212,9 +212,17 @@ class EbayClient:
         return result
 
     async def refresh_access_token(
-        self, refresh_token: str, scopes: Sequence[str], *, account_key: str | None = None
+        self,
+        refresh_token: str,
+        scopes: Sequence[str],
+        *,
+        account_key: str | None = None,
+        breaker_state: BreakerSnapshot | object | None = UNREAD,
     ) -> UserToken:
-        """A new access token; ``refresh_token`` in the result is None unless eBay sent one."""
+        """A new access token; ``refresh_token`` in the result is None unless eBay sent one.
+
+        ``breaker_state``: the account's circuit breaker as the caller already read it (the
+        token store reads it with the lease), so the breaker need not read it again."""
         body = urlencode(
             {
                 "grant_type": "refresh_token",
@@ -224,7 +232,11 @@ class EbayClient:
         ).encode()
         spec = CallSpec("oauth", "refresh_token", "POST", self.endpoints.token, account_key)
         result: UserToken = await self._transport.call(
-            spec, self._user_token(scopes), headers=self._token_headers(), content=body
+            spec,
+            self._user_token(scopes),
+            headers=self._token_headers(),
+            content=body,
+            breaker_state=breaker_state,
         )
         return result
 
@@ -244,7 +256,7 @@ class EbayClient:
         scopes = (APP_SCOPE,)
         body = urlencode({"grant_type": "client_credentials", "scope": " ".join(scopes)}).encode()
 
-        def parse(response: httpx.Response, meta: CallMeta) -> AppToken:
+        def parse(response: HttpAnswer, meta: CallMeta) -> AppToken:
             if response.status_code != 200:
                 raise oauth_error(response, meta)
             data = json_body(response, meta, "eBay OAuth")

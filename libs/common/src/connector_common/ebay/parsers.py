@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from connector_common.ebay.errors import TransientError
 from connector_common.ebay.models import (
     CallMeta,
@@ -20,6 +18,7 @@ from connector_common.ebay.models import (
 from connector_common.ebay.sites import UnknownSiteError, site_by_code
 from connector_common.ebay.wire import (
     TRADING_NS,
+    HttpAnswer,
     find_text,
     json_body,
     parse_bool,
@@ -29,7 +28,7 @@ from connector_common.ebay.wire import (
 )
 
 
-def parse_trading_user(response: httpx.Response, meta: CallMeta) -> TradingUser:
+def parse_trading_user(response: HttpAnswer, meta: CallMeta) -> TradingUser:
     root = trading_root(response, meta)
     user = root.find(f"{TRADING_NS}User")
     user_id = find_text(user, "UserID") if user is not None else None
@@ -61,7 +60,7 @@ def parse_trading_user(response: httpx.Response, meta: CallMeta) -> TradingUser:
     )
 
 
-def parse_identity(response: httpx.Response, meta: CallMeta) -> IdentityUser:
+def parse_identity(response: HttpAnswer, meta: CallMeta) -> IdentityUser:
     if response.status_code != 200:
         raise rest_error(response, meta, "eBay Identity")
     body = json_body(response, meta, "eBay Identity")
@@ -87,7 +86,7 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def parse_rate_limits(response: httpx.Response, meta: CallMeta) -> RateLimits:
+def parse_rate_limits(response: HttpAnswer, meta: CallMeta) -> RateLimits:
     if response.status_code == 204:
         return RateLimits((), meta)
     if response.status_code != 200:
@@ -130,7 +129,7 @@ PEM_BEGIN = "-----BEGIN PUBLIC KEY-----"
 PEM_END = "-----END PUBLIC KEY-----"
 
 
-def parse_public_key(response: httpx.Response, meta: CallMeta) -> NotificationPublicKey:
+def parse_public_key(response: HttpAnswer, meta: CallMeta) -> NotificationPublicKey:
     """Notification API ``getPublicKey``: ``{"key": "-----BEGIN PUBLIC KEY-----MFkw...",
     "algorithm": "ECDSA", "digest": "SHA1"}``; an unknown kid is 404 (errorId 195001)."""
     if response.status_code != 200:

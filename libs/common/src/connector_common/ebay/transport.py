@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-import httpx
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -22,23 +21,25 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from connector_common.ebay.breaker import CircuitBreaker
+from connector_common.ebay.breaker import UNREAD, BreakerSnapshot, CircuitBreaker
 from connector_common.ebay.errors import (
     CircuitOpen,
     EbayError,
     RateLimited,
     TransientError,
 )
+from connector_common.ebay.http import Answer, HttpFailure, HttpSession, Timeouts
 from connector_common.ebay.instrumentation import CallSpec, EbayInstruments
 from connector_common.ebay.models import CallMeta
-from connector_common.ebay.wire import ebay_headers, remaining_from_headers
+from connector_common.ebay.pacing import ApiPacer
+from connector_common.ebay.wire import HttpAnswer, ebay_headers, remaining_from_headers
 from connector_common.logs import get_logger
 from connector_common.settings import EbaySettings
 
 log = get_logger(__name__)
 
 T = TypeVar("T")
-Parser = Callable[[httpx.Response, CallMeta], T]
+Parser = Callable[[HttpAnswer, CallMeta], T]
 
 # Transport failures that happen before a request leaves: safe to retry even a single-use code.
 NOT_SENT = frozenset({"connect_error", "connect_timeout", "pool_timeout"})
@@ -59,21 +60,32 @@ def retry_unsent(error: BaseException) -> bool:
     return isinstance(error, TransientError) and error.error_code in NOT_SENT
 
 
-def _transport_error(exc: httpx.TransportError, meta: CallMeta) -> TransientError:
+_DESCRIPTIONS = {
+    "connect_timeout": "connect timeout",
+    "pool_timeout": "no free connection",
+    "timeout": "timed out",
+    "connect_error": "cannot connect",
+    "connection_dropped": "connection dropped",
+}
+
+
+def _transport_error(failure: HttpFailure, meta: CallMeta) -> TransientError:
     what = f"eBay {meta.api} {meta.operation}"
-    if isinstance(exc, httpx.ConnectTimeout):
-        return TransientError(f"{what}: connect timeout", meta=meta, error_code="connect_timeout")
-    if isinstance(exc, httpx.PoolTimeout):
-        return TransientError(f"{what}: no free connection", meta=meta, error_code="pool_timeout")
-    if isinstance(exc, httpx.TimeoutException):
-        return TransientError(f"{what}: timed out", meta=meta, error_code="timeout")
-    if isinstance(exc, httpx.ConnectError):
-        return TransientError(f"{what}: cannot connect", meta=meta, error_code="connect_error")
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-        return TransientError(
-            f"{what}: connection dropped", meta=meta, error_code="connection_dropped"
-        )
-    return TransientError(f"{what}: {type(exc).__name__}", meta=meta, error_code="transport_error")
+    description = _DESCRIPTIONS.get(failure.code, str(failure))
+    return TransientError(f"{what}: {description}", meta=meta, error_code=failure.code)
+
+
+def _no_long_waits(
+    retry: Callable[[BaseException], bool], longest: float
+) -> Callable[[BaseException], bool]:
+    """``retry``, except for rate limits asking for a wait longer than ``longest``."""
+
+    def decide(error: BaseException) -> bool:
+        if isinstance(error, RateLimited) and (error.retry_after or 0.0) > longest:
+            return False
+        return retry(error)
+
+    return decide
 
 
 class _StopOverBudget(stop_base):
@@ -93,13 +105,14 @@ class EbayTransport:
     def __init__(
         self,
         settings: EbaySettings,
-        http: httpx.AsyncClient,
+        http: HttpSession,
         instruments: EbayInstruments,
         breaker: CircuitBreaker | None = None,
         *,
         backoff_seconds: float = 0.5,
         max_backoff_seconds: float = 8.0,
         on_call: Callable[[str, str], None] | None = None,
+        rate_limit_wait: float | None = None,
     ) -> None:
         self.settings = settings
         # Told (api, operation) of every HTTP request that reached eBay or may have: the one
@@ -108,11 +121,14 @@ class EbayTransport:
         self.http = http
         self.instruments = instruments
         self.breaker = breaker
-        self.timeout = httpx.Timeout(
+        self.pacer = ApiPacer()
+        # A Retry-After longer than this is not slept on inside the call: RateLimited is raised
+        # at once, so the caller postpones the work by exactly that (None: the retry budget).
+        self.rate_limit_wait = rate_limit_wait
+        self.timeouts = Timeouts(
             connect=settings.connect_timeout_seconds,
+            pool=2 * settings.connect_timeout_seconds,
             read=settings.read_timeout_seconds,
-            write=settings.read_timeout_seconds,
-            pool=settings.connect_timeout_seconds,
         )
         self._backoff = wait_exponential_jitter(
             multiplier=backoff_seconds, max=max_backoff_seconds, jitter=backoff_seconds
@@ -127,12 +143,13 @@ class EbayTransport:
         content: bytes | None = None,
         params: Mapping[str, str] | None = None,
         retry: Callable[[BaseException], bool] = retry_transient,
+        breaker_state: BreakerSnapshot | object | None = UNREAD,
     ) -> T:
         """Make the call through the breaker (when it names an account) with retries."""
         if self.breaker is None or not spec.account_key:
             return await self._with_retries(spec, parse, headers, content, params, retry)
         try:
-            permit = await self.breaker.acquire(spec.account_key)
+            permit = await self.breaker.acquire(spec.account_key, breaker_state)
         except CircuitOpen:
             self.instruments.count_short_circuit(spec)
             raise
@@ -176,6 +193,15 @@ class EbayTransport:
         params: Mapping[str, str] | None,
         retry: Callable[[BaseException], bool],
     ) -> T:
+        if self.rate_limit_wait is not None:
+            retry = _no_long_waits(retry, self.rate_limit_wait)
+        # The first attempt without tenacity's machinery: most calls succeed at once.
+        try:
+            return await self._attempt(spec, parse, headers, content, params, 1)
+        except Exception as error:
+            if self.settings.max_attempts <= 1 or not retry(error):
+                raise
+            first = error
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.settings.max_attempts) | _StopOverBudget(self),
             wait=self._wait,
@@ -186,6 +212,8 @@ class EbayTransport:
         async for attempt in retrying:
             with attempt:
                 number = attempt.retry_state.attempt_number
+                if number == 1:
+                    raise first  # already made above: tenacity decides what follows
                 return await self._attempt(spec, parse, headers, content, params, number)
         raise AssertionError("tenacity ended without a result or an error")  # pragma: no cover
 
@@ -198,18 +226,19 @@ class EbayTransport:
         params: Mapping[str, str] | None,
         attempt: int,
     ) -> T:
+        await self.pacer.wait(spec.api)
         with self.instruments.span(spec, attempt) as span:
             started = time.perf_counter()
             try:
                 response = await self.http.request(
                     spec.method,
                     spec.url,
-                    headers=dict(headers),
+                    headers=headers,
                     content=content,
                     params=params,
-                    timeout=self.timeout,
+                    timeouts=self.timeouts,
                 )
-            except httpx.TransportError as exc:
+            except HttpFailure as exc:
                 latency = (time.perf_counter() - started) * 1000
                 meta = CallMeta(spec.api, spec.operation, None, latency, attempt=attempt)
                 error = _transport_error(exc, meta)
@@ -223,16 +252,27 @@ class EbayTransport:
                 result = parse(response, meta)
             except EbayError as error:
                 self.instruments.finish(span, spec, meta, error)
+                self._observe(spec, meta, error)
                 raise
             self.instruments.finish(span, spec, meta, None)
+            self._observe(spec, meta, None)
             return result
 
     def _count(self, spec: CallSpec) -> None:
         if self.on_call is not None:
             self.on_call(spec.api, spec.operation)
 
+    def _observe(self, spec: CallSpec, meta: CallMeta, error: EbayError | None) -> None:
+        limited = isinstance(error, RateLimited) and error.http_status == 429
+        self.pacer.observe(
+            spec.api,
+            rate_limited=limited,
+            retry_after=error.retry_after if isinstance(error, RateLimited) else None,
+            remaining=meta.rate_limit_remaining,
+        )
+
     @staticmethod
-    def _meta(spec: CallSpec, response: httpx.Response, latency: float, attempt: int) -> CallMeta:
+    def _meta(spec: CallSpec, response: Answer, latency: float, attempt: int) -> CallMeta:
         kept = ebay_headers(response.headers)
         return CallMeta(
             api=spec.api,

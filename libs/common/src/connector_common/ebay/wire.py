@@ -10,11 +10,10 @@ import json
 import math
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
-
-import httpx
+from typing import Any, Protocol
 
 from connector_common.ebay.errors import (
     AccessTokenRejected,
@@ -49,10 +48,24 @@ _HEADER_NAMES = frozenset({"rlogid", "retry-after", "x-ebay-request-id"})
 _NEVER = ("token", "authorization", "cookie", "secret")
 
 
-def ebay_headers(headers: httpx.Headers) -> dict[str, str]:
+class HttpAnswer(Protocol):
+    """An HTTP answer as the parsers read it (ours, or an ``HttpAnswer`` in tests)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...  # case-insensitive ``get``
+
+    @property
+    def content(self) -> bytes: ...
+
+
+def ebay_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
     """The response headers worth keeping: eBay ids and rate limits, never anything secret."""
     kept: dict[str, str] = {}
-    for name, value in headers.items():
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in pairs:
         lower = name.lower()
         if any(word in lower for word in _NEVER):
             continue
@@ -93,7 +106,7 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(seconds, 0.0)
 
 
-def _json(response: httpx.Response) -> Any:
+def _json(response: HttpAnswer) -> Any:
     try:
         return json.loads(response.content)
     except ValueError:
@@ -104,7 +117,7 @@ def _text(value: Any, limit: int = 300) -> str:
     return str(value)[:limit] if value is not None else ""
 
 
-def status_error(response: httpx.Response, meta: CallMeta, what: str) -> EbayError:
+def status_error(response: HttpAnswer, meta: CallMeta, what: str) -> EbayError:
     """A failure known only by its HTTP status."""
     status = response.status_code
     if status == 429:
@@ -119,7 +132,7 @@ def status_error(response: httpx.Response, meta: CallMeta, what: str) -> EbayErr
     return PermanentError(f"{what}: HTTP {status}", meta=meta, error_code=str(status))
 
 
-def oauth_error(response: httpx.Response, meta: CallMeta) -> EbayError:
+def oauth_error(response: HttpAnswer, meta: CallMeta) -> EbayError:
     """Classify a failed token endpoint answer (RFC 6749 ``error`` or eBay's ``errors[]``)."""
     body = _json(response)
     if isinstance(body, dict) and "errors" in body:
@@ -144,7 +157,7 @@ def oauth_error(response: httpx.Response, meta: CallMeta) -> EbayError:
     return status_error(response, meta, "eBay OAuth")
 
 
-def rest_error(response: httpx.Response, meta: CallMeta, what: str) -> EbayError:
+def rest_error(response: HttpAnswer, meta: CallMeta, what: str) -> EbayError:
     """Classify a failed REST answer by status and ``errors[0].errorId``."""
     body = _json(response)
     error_id: str | None = None
@@ -172,7 +185,7 @@ def _parse_xml(content: bytes) -> ET.Element:
     return ET.fromstring(content)  # noqa: S314
 
 
-def trading_root(response: httpx.Response, meta: CallMeta) -> ET.Element:
+def trading_root(response: HttpAnswer, meta: CallMeta) -> ET.Element:
     """The Trading response element, or the error its Ack/Errors (or HTTP status) mean."""
     if response.status_code != 200:
         if response.status_code == 401:
@@ -252,7 +265,7 @@ def parse_bool(value: str | None) -> bool | None:
     return value.lower() == "true"
 
 
-def json_body(response: httpx.Response, meta: CallMeta, what: str) -> dict[str, Any]:
+def json_body(response: HttpAnswer, meta: CallMeta, what: str) -> dict[str, Any]:
     """A 2xx JSON object body, or a transient error if eBay sent something unreadable."""
     body = _json(response)
     if not isinstance(body, dict):

@@ -9,12 +9,25 @@ inside one (it would hold a pooled connection and row locks for seconds):
 3. write the result only if the claim still holds, with its event in the same transaction
    (outbox): new ciphertexts, ``version + 1``, ``lease_epoch + 1``; or the failure and backoff;
    or ``reconnect_required`` on ``invalid_grant``.
+
+Every refresh reads like that, one account at a time (:meth:`TokenStore._refresh`), but the
+claims and the writes of refreshes running at the same time are grouped (:mod:`batching`): one
+statement claims all the leases asked for meanwhile and reads their circuit breakers, one
+statement writes all the refreshed tokens and their events, the fencing checked row by row.
+
+Leases are short (``lease_seconds``, 10 s by default) and renewed while the eBay call runs (one
+statement for all the leases this process holds, every third of the lease), so the leases of a
+process that died are free again within seconds; the fencing epoch still guards every write.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -22,9 +35,12 @@ from typing import Literal, Protocol
 
 from opentelemetry import metrics
 from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector_common.batching import Batcher
 from connector_common.crypto import TokenCipher, TokenCipherError
 from connector_common.db.engine import SessionFactory, unit_of_work
+from connector_common.ebay.breaker import UNREAD, BreakerSnapshot
 from connector_common.ebay.errors import (
     CircuitOpen,
     EbayError,
@@ -35,10 +51,12 @@ from connector_common.ebay.errors import (
 from connector_common.ebay.models import UserToken
 from connector_common.events import ReconnectRequired, TokenRefreshed, TokenRefreshFailed
 from connector_common.logs import get_logger
-from connector_common.outbox import enqueue_event
+from connector_common.outbox import enqueue_event, outbox_row
 from connector_common.redaction import redact_text
+from connector_common.telemetry import inject_trace_headers
 from connector_common.tokens import repository
-from connector_common.tokens.repository import Claim
+from connector_common.tokens.leases import HeldLeases
+from connector_common.tokens.repository import Busy, Claim, Failure, Refreshed
 from connector_common.worker.backoff import retry_delay
 
 log = get_logger(__name__)
@@ -52,7 +70,12 @@ class RefreshesTokens(Protocol):
     """The part of ``connector_common.ebay.EbayClient`` the store uses."""
 
     async def refresh_access_token(
-        self, refresh_token: str, scopes: Sequence[str], *, account_key: str | None = None
+        self,
+        refresh_token: str,
+        scopes: Sequence[str],
+        *,
+        account_key: str | None = None,
+        breaker_state: BreakerSnapshot | object | None = UNREAD,
     ) -> UserToken: ...
 
 
@@ -102,6 +125,13 @@ class StoreTiming:
     permanent_retry_seconds: float
 
 
+@dataclass(frozen=True)
+class _FailureWrite:
+    failure: Failure
+    kind: ErrorKind
+    trace_headers: dict[str, str]  # the refresh's trace, for its event
+
+
 class TokenStore:
     """Refreshes one account at a time across every replica (lease + fencing epoch)."""
 
@@ -126,6 +156,12 @@ class TokenStore:
         self._timing = timing
         self._default_scopes = tuple(default_scopes)
         self._on_commit = on_commit or (lambda: None)
+        self._claims: Batcher[uuid.UUID, Claim | Busy | None] = Batcher(self._claim_many)
+        self._written: Batcher[Refreshed, int | None] = Batcher(self._store_many)
+        self._failures: Batcher[_FailureWrite, tuple[int, datetime] | None] = Batcher(
+            self._fail_many
+        )
+        self._leases = HeldLeases(self._autocommit, owner, timing.lease_seconds)
         meter = meter or metrics.get_meter(__name__)
         self._refreshes = meter.create_counter(
             "connector.token.refreshes",
@@ -150,18 +186,25 @@ class TokenStore:
         return result
 
     async def _refresh(self, request: RefreshRequest) -> RefreshResult:
-        lease = timedelta(seconds=self._timing.lease_seconds)
-        async with unit_of_work(self._sessions) as session:
-            claimed = await repository.claim_lease(session, request.account_id, self._owner, lease)
+        claimed = await self._claims.submit(request.account_id)
+        if isinstance(claimed, Claim):
+            try:
+                return await self._refresh_claimed(claimed, request)
+            except asyncio.CancelledError:
+                self._leases.abandon(claimed.account_id, claimed.epoch)  # see close()
+                raise
+            finally:
+                self._leases.done(claimed.account_id)
         if claimed is None:
             return RefreshResult(RefreshOutcome.UNKNOWN_ACCOUNT, request.account_id)
-        if isinstance(claimed, repository.Busy):
-            # lease_until is None when the holder released the lease between our claim and
-            # our look at it: worth retrying at once.
-            held = claimed.lease_until
-            wait = max(0.0, (held - claimed.now).total_seconds()) if held is not None else 0.0
-            return RefreshResult(RefreshOutcome.BUSY, request.account_id, retry_in=wait)
-        claim = claimed
+        # lease_until is None when the holder released the lease between our claim and our
+        # look at it: worth retrying at once.
+        held = claimed.lease_until
+        wait = max(0.0, (held - claimed.now).total_seconds()) if held is not None else 0.0
+        return RefreshResult(RefreshOutcome.BUSY, request.account_id, retry_in=wait)
+
+    async def _refresh_claimed(self, claim: Claim, request: RefreshRequest) -> RefreshResult:
+        claimed_at = time.monotonic()
         skip = self._skip_reason(claim, request)
         if skip is not None:
             async with unit_of_work(self._sessions) as session:
@@ -185,13 +228,15 @@ class TokenStore:
                 refresh_token,
                 claim.scopes or self._default_scopes,
                 account_key=str(claim.account_id),
+                breaker_state=_breaker_snapshot(claim),
             )
         except InvalidGrant as exc:
             return await self._reconnect_required(claim, f"invalid_grant: {exc.message}")
         except RateLimited as exc:
             return await self._failed(claim, "rate_limited", exc.message, exc.retry_after)
         except CircuitOpen as exc:
-            wait = max(0.0, (exc.open_until - claim.now).total_seconds())
+            elapsed = timedelta(seconds=time.monotonic() - claimed_at)
+            wait = max(0.0, (exc.open_until - claim.now - elapsed).total_seconds())
             return await self._failed(claim, "circuit_open", exc.message, wait)
         except TransientError as exc:
             return await self._failed(claim, "transient", exc.message, None)
@@ -221,11 +266,17 @@ class TokenStore:
         new_refresh = (
             token.refresh_token.get_secret_value() if token.refresh_token else refresh_token
         )
-        async with unit_of_work(self._sessions) as session:
-            version = await repository.store_refreshed(
-                session,
+        version = claim.version + 1  # what the fenced write makes it, if the claim holds
+        event = TokenRefreshed(
+            org_id=claim.org_id,
+            account_id=claim.account_id,
+            house_name=claim.house_name,
+            access_expires_at=token.access_expires_at,
+            token_version=version,
+        )
+        written = await self._written.submit(
+            Refreshed(
                 claim,
-                self._owner,
                 access_token_ct=cipher.encrypt(
                     token.access_token.get_secret_value(), claim.account_id, "access_token"
                 ),
@@ -233,33 +284,24 @@ class TokenStore:
                 key_id=cipher.primary_key_id,
                 access_expires_at=token.access_expires_at,
                 refresh_expires_at=token.refresh_expires_at,
+                event=outbox_row(event, self._namespace),
             )
-            if version is None:
-                return self._lease_lost(claim)
-            enqueue_event(
-                session,
-                TokenRefreshed(
-                    org_id=claim.org_id,
-                    account_id=claim.account_id,
-                    house_name=claim.house_name,
-                    access_expires_at=token.access_expires_at,
-                    token_version=version,
-                ),
-                self._namespace,
-            )
+        )
+        if written is None:
+            return self._lease_lost(claim)
         self._on_commit()
-        log.info(
+        log.debug(
             "token refreshed",
             account_id=str(claim.account_id),
             house_name=claim.house_name,
-            token_version=version,
+            token_version=written,
             access_expires_at=token.access_expires_at.isoformat(),
         )
         return RefreshResult(
             RefreshOutcome.REFRESHED,
             claim.account_id,
             claim.house_name,
-            version,
+            written,
             token.access_expires_at,
             access_token=token.access_token,
         )
@@ -271,34 +313,25 @@ class TokenStore:
         attempt = claim.consecutive_failures + 1
         if kind == "permanent":
             wait = timing.permanent_retry_seconds
+        elif kind == "rate_limited" and at_least is not None:
+            # eBay said how long: exactly that (and up to 5 % jitter so the accounts limited
+            # together do not come back together), never sooner.
+            wait = at_least * (1 + 0.05 * _jitter())
         else:
             wait = retry_delay(
                 attempt, timing.retry_base_seconds, timing.retry_max_seconds, at_least=at_least
             )
         error = redact_text(f"{kind}: {message}")[:500]
-        async with unit_of_work(self._sessions) as session:
-            recorded = await repository.record_failure(
-                session, claim, self._owner, error=error, retry_in=timedelta(seconds=wait)
+        recorded = await self._failures.submit(
+            _FailureWrite(
+                Failure(claim, error, timedelta(seconds=wait)), kind, inject_trace_headers()
             )
-            if recorded is None:
-                return self._lease_lost(claim)
-            failures, retry_at = recorded
-            if failures == 1:  # one event per failure streak, not one per retry
-                enqueue_event(
-                    session,
-                    TokenRefreshFailed(
-                        org_id=claim.org_id,
-                        account_id=claim.account_id,
-                        house_name=claim.house_name,
-                        error_kind=kind,
-                        reason=error[:300],
-                        consecutive_failures=failures,
-                        retry_at=retry_at,
-                    ),
-                    self._namespace,
-                )
+        )
+        if recorded is None:
+            return self._lease_lost(claim)
+        failures, _retry_at = recorded
         self._on_commit()
-        log.warning(
+        (log.info if kind in ("rate_limited", "circuit_open") else log.warning)(
             "token refresh failed",
             account_id=str(claim.account_id),
             house_name=claim.house_name,
@@ -361,3 +394,81 @@ class TokenStore:
             lease_epoch=claim.epoch,
         )
         return RefreshResult(RefreshOutcome.LEASE_LOST, claim.account_id, claim.house_name)
+
+    async def close(self) -> None:
+        """Give back the leases still held (a shutdown that abandoned refreshes): another
+        replica may take them at once instead of waiting for them to expire."""
+        await self._leases.give_back()
+
+    # --- batched statements -------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection for single-statement writes (each statement is atomic)."""
+        async with self._sessions() as session:
+            yield await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+    async def _claim_many(self, account_ids: Sequence[uuid.UUID]) -> list[Claim | Busy | None]:
+        lease = timedelta(seconds=self._timing.lease_seconds)
+        async with self._autocommit() as connection:
+            found = await repository.claim_leases(connection, account_ids, self._owner, lease)
+        results: list[Claim | Busy | None] = []
+        for account_id in account_ids:
+            got = found.get(account_id)
+            if isinstance(got, Claim):
+                if account_id in self._leases:  # asked twice in one batch: the first has it
+                    got = Busy(got.lease_until or got.now, got.now)
+                else:
+                    self._leases.hold(account_id, got.epoch)
+            results.append(got)
+        return results
+
+    async def _store_many(self, writes: Sequence[Refreshed]) -> list[int | None]:
+        async with self._autocommit() as connection:
+            written = await repository.store_refreshed_many(connection, self._owner, writes)
+        return [written.get(w.claim.account_id) for w in writes]
+
+    async def _fail_many(
+        self, writes: Sequence[_FailureWrite]
+    ) -> list[tuple[int, datetime] | None]:
+        async with unit_of_work(self._sessions) as session:
+            recorded = await repository.record_failures(
+                session, self._owner, [w.failure for w in writes]
+            )
+            for write in writes:
+                claim = write.failure.claim
+                got = recorded.get(claim.account_id)
+                if got is None or got[0] != 1:
+                    continue  # lease lost, or not news: one event per failure streak
+                enqueue_event(
+                    session,
+                    TokenRefreshFailed(
+                        org_id=claim.org_id,
+                        account_id=claim.account_id,
+                        house_name=claim.house_name,
+                        error_kind=write.kind,
+                        reason=write.failure.error[:300],
+                        consecutive_failures=got[0],
+                        retry_at=got[1],
+                    ),
+                    self._namespace,
+                    trace_headers=write.trace_headers,
+                )
+        return [recorded.get(w.failure.claim.account_id) for w in writes]
+
+
+def _breaker_snapshot(claim: Claim) -> BreakerSnapshot | None:
+    """The account's circuit breaker as the claim read it (None: no row, closed)."""
+    if claim.breaker_state is None:
+        return None
+    return BreakerSnapshot(
+        claim.breaker_state,
+        claim.breaker_failures,
+        claim.breaker_open_until,
+        claim.breaker_probe_until,
+        claim.now,
+    )
+
+
+def _jitter() -> float:
+    return random.random()  # noqa: S311 - spreading retries, not cryptography

@@ -1,4 +1,4 @@
-"""The consuming half of a worker: eBay client, token store, FastStream broker, dead letters.
+"""The consuming half of a worker: eBay client, token store, the pull consumer, dead letters.
 
 The token refresher and the health checker differ only in their subject, their durable consumer
 and their handler; :class:`ConsumerComponent` is everything else, and
@@ -8,21 +8,18 @@ and their handler; :class:`ConsumerComponent` is everything else, and
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-from faststream.nats import NatsBroker
 
 from connector_common.crypto import TokenCipher
 from connector_common.ebay import CircuitBreaker, EbayClient, PostgresBreakerStore
 from connector_common.logs import get_logger
 from connector_common.settings import load_settings
 from connector_common.tokens.store import StoreTiming, TokenStore
-from connector_common.worker.consumer import Handler, WorkConsumer, create_broker
+from connector_common.worker.consumer import Handler, WorkConsumer
 from connector_common.worker.deadletter import MaxDeliveriesWatcher
-from connector_common.worker.runtime import WorkerContext, run_worker
+from connector_common.worker.runtime import WorkerContext, run_until_complete, run_worker
 from connector_common.worker.settings import WorkerSettings
 from connector_common.worker.summary import BatchSummary
 
@@ -48,6 +45,9 @@ def build_ebay_client(context: WorkerContext) -> EbayClient:
         tracer_provider=context.telemetry.tracer_provider,
         meter_provider=context.telemetry.meter_provider,
         on_call=context.calls.record if context.calls is not None else None,
+        # A worker never sleeps on a Retry-After: the message comes back exactly that much later
+        # and the handler takes the next one meanwhile.
+        rate_limit_wait=0.0,
     )
 
 
@@ -81,7 +81,7 @@ class ConsumerComponent:
         self._context = context
         self._spec = spec
         self._client: EbayClient | None = None
-        self._broker: NatsBroker | None = None
+        self._store: TokenStore | None = None
         self._consumer: WorkConsumer | None = None
         self._watcher: MaxDeliveriesWatcher | None = None
 
@@ -92,11 +92,11 @@ class ConsumerComponent:
         durable = topology.refresher_durable if spec.kind == "refresh" else topology.health_durable
         subject = topology.refresh_subject if spec.kind == "refresh" else topology.health_subject
         self._client = build_ebay_client(context)
-        store = build_token_store(context, self._client)
+        store = self._store = build_token_store(context, self._client)
         summary = BatchSummary(*spec.summary)
-        self._broker = create_broker(settings.nats, settings.worker, spec.service)
         self._consumer = WorkConsumer(
-            self._broker,
+            context.nc,
+            context.js,
             kind=spec.kind,
             stream=topology.work_stream,
             subject=subject,
@@ -108,8 +108,7 @@ class ConsumerComponent:
             tracer=context.telemetry.tracer(spec.service),
             on_idle=summary.flush,
         )
-        await self._broker.start()
-        self._consumer.track_fetches()
+        await self._consumer.start()
         self._watcher = MaxDeliveriesWatcher(
             context.nc,
             context.js,
@@ -120,17 +119,20 @@ class ConsumerComponent:
         )
         await self._watcher.start()
 
-    async def stop(self) -> None:
+    async def stop(self) -> int:
+        """Stop taking work and finish what is in work (graceful timeout); returns how many
+        messages were abandoned to redelivery because the grace period ran out."""
+        abandoned = 0
         if self._consumer is not None:
-            self._consumer.stopping = True  # anything fetched from now on goes straight back
-        if self._broker is not None:
-            # Stops fetching, waits for in-flight handlers (graceful_timeout), drains its acks.
-            await self._broker.stop()
+            abandoned = await self._consumer.stop()
+        if self._store is not None:
+            await self._store.close()
         if self._watcher is not None:
             await self._watcher.stop()
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
+        return abandoned
 
 
 def run_consumer_service(
@@ -153,12 +155,13 @@ def run_consumer_service(
         overrides["worker"] = {"concurrency": args.concurrency}
     settings = load_settings(settings_cls, **overrides)
     worker = settings.worker
-    return asyncio.run(
+    return run_until_complete(
         run_worker(
             settings,
             spec.service,
             lambda context: ConsumerComponent(context, spec),
             stall_after=3 * worker.fetch_timeout_seconds,
             handler_timeout=worker.handler_timeout_seconds,
-        )
+        ),
+        settings.event_loop,
     )

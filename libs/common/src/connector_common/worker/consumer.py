@@ -1,114 +1,92 @@
-"""One durable JetStream pull consumer per worker kind, through FastStream, with explicit acks.
+"""One durable JetStream pull consumer per worker kind, read by a plain nats-py pull loop.
 
-FastStream's NATS default ack policy (REJECT_ON_ERROR) terminates a message on any exception, so
-a database blip would silently drop work. We use ``AckPolicy.MANUAL`` and settle every message
-ourselves, after the database commit: the handler returns a :class:`Settle` and this module
-applies it. Around every handler it
+Why not FastStream's subscriber (what this module used before): its pull subscriber fetches a
+batch and takes the next only when the whole batch is settled, so one slow or rate-limited
+message held back the rest (head-of-line blocking); it decodes the body before our handler sees
+it, so some malformed messages never reached us and were redelivered until ``max_deliver``; and
+its per-message machinery (dependency resolution in a worker thread, anyio task groups) cost more
+than our handler's own work. Measured on this machine (docs/benchmarks.md, "The refresh path,
+step by step").
 
-* continues the trace that came in the message headers,
-* sends in-progress acks every ``ack_wait / 3`` while the handler runs (long eBay calls),
-* bounds the handler by ``handler_timeout`` and turns an unexpected exception into a delayed nak,
-* dead-letters instead of naking when this was the last allowed delivery,
-* reports loop progress for ``/livez`` (every fetch cycle, also an empty one).
+Here the loop keeps up to ``concurrency`` messages requested or in work at all times: whenever a
+quarter of that is free it asks JetStream for that many more (a pull request on
+``$JS.API.CONSUMER.MSG.NEXT``), so consumption is continuous. Every message goes to the handler
+as raw bytes in its own task, and the handler's :class:`Settle` is applied when it returns:
+
+* the trace that came in the message headers is continued (one span per message, made in
+  :meth:`WorkConsumer._process`: the one place to instrument);
+* messages in work longer than ``ack_wait / 3`` get in-progress acks (one timer for all);
+* the handler is bounded by ``handler_timeout``; an unexpected exception becomes a delayed nak,
+  logged once per kind per interval (a database outage is one line, not one per message);
+* the last allowed delivery is dead-lettered instead of naked;
+* loop progress is reported for ``/livez`` (answers from JetStream, also empty ones).
+
+Stopping stops asking for work, hands back what arrives afterwards, waits for the messages in
+work up to the grace period, then abandons the rest (naked, so they are redelivered at once) and
+says how many.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+import json
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from faststream import AckPolicy
-from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
-from nats.errors import ConnectionClosedError
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import AckPolicy as JsAckPolicy
-from nats.js.api import DeliverPolicy
-from nats.js.errors import ServiceUnavailableError
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
 from opentelemetry import trace
-from pydantic import ValidationError
 
-from connector_common.logs import get_logger
-from connector_common.messaging import broker_security
+from connector_common.logs import Throttle, get_logger
 from connector_common.redaction import redact_text
-from connector_common.settings import NatsSettings
 from connector_common.telemetry import extract_trace_context, traced_span
 from connector_common.worker.backoff import retry_delay
 from connector_common.worker.deadletter import DeadLetter, DeadLetters
 from connector_common.worker.probes import Progress
 from connector_common.worker.settings import ConsumerSettings
+from connector_common.worker.settle import Delivery, Handler, Settle, describe
+
+__all__ = ["Delivery", "Handler", "Settle", "WorkConsumer", "describe"]
 
 log = get_logger(__name__)
 
-
-@dataclass(frozen=True)
-class Settle:
-    """What to do with a message once the handler is done."""
-
-    action: Literal["ack", "nak", "dead_letter"]
-    delay: float | None = None  # nak: redeliver after this many seconds
-    reason: str | None = None  # nak / dead_letter: why (redacted, short)
-
-    @classmethod
-    def ack(cls) -> Settle:
-        return cls("ack")
-
-    @classmethod
-    def nak(cls, delay: float, reason: str) -> Settle:
-        return cls("nak", max(0.0, delay), reason)
-
-    @classmethod
-    def dead_letter(cls, reason: str) -> Settle:
-        return cls("dead_letter", None, reason)
+# Errors that say a dependency (PostgreSQL, NATS, the network) is away, not that our code is
+# wrong: logged without a stack trace.
+DEPENDENCY_ERRORS = ("OperationalError", "InterfaceError", "DBAPIError", "ConnectionError")
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """What the handler may know about the message besides its body."""
+@dataclass
+class _Request:
+    """A pull request JetStream has not finished answering."""
 
-    subject: str
-    headers: dict[str, str]
-    attempt: int  # 1 on the first delivery
-    max_deliver: int
-    stream_seq: int
+    remaining: int
+    expires_at: float  # monotonic
+
+
+@dataclass
+class _InWork:
+    msg: Msg
+    started: float
+    last_ack: float
+    token: int
+    task: asyncio.Task[None] | None = None
+    settled: bool = False
+
+
+@dataclass
+class _Counters:
+    requests: deque[_Request] = field(default_factory=deque)
+    last_answer: float = field(default_factory=time.monotonic)
+    broken: str | None = None  # why JetStream refuses our pull requests, while it does
 
     @property
-    def last_attempt(self) -> bool:
-        return self.attempt >= self.max_deliver
-
-
-Handler = Callable[[bytes, Delivery], Awaitable[Settle]]
-
-
-def describe(error: ValidationError) -> str:
-    """What is wrong with a message, naming fields only (the input may hold anything)."""
-    problems = [
-        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-        for e in error.errors(include_input=False, include_url=False)
-    ]
-    return "; ".join(problems)[:250]
-
-
-def create_broker(nats: NatsSettings, settings: ConsumerSettings, name: str) -> NatsBroker:
-    """A FastStream NATS broker whose stop waits for in-flight handlers (graceful timeout)."""
-    options: dict[str, Any] = {
-        "name": name,
-        "graceful_timeout": settings.graceful_timeout_seconds,
-        "connect_timeout": nats.connect_timeout_seconds,
-        "max_reconnect_attempts": -1,
-        "reconnect_time_wait": 1,
-        "ack_policy": AckPolicy.MANUAL,
-        # Our handlers log what matters; FastStream's per-message lines go through our
-        # structured, redacting handler under "faststream" (WARNING unless DEBUG is asked for).
-        "logger": logging.getLogger("faststream.broker"),
-        "log_level": logging.DEBUG,
-    }
-    if (security := broker_security(nats)) is not None:
-        options["security"] = security  # user/password, token, .creds, NKey seed; TLS
-    return NatsBroker(nats.servers, **options)
+    def requested(self) -> int:
+        return sum(r.remaining for r in self.requests)
 
 
 class WorkConsumer:
@@ -116,7 +94,8 @@ class WorkConsumer:
 
     def __init__(
         self,
-        broker: NatsBroker,
+        nc: NatsClient,
+        js: JetStreamContext,
         *,
         kind: str,
         stream: str,
@@ -130,127 +109,265 @@ class WorkConsumer:
         on_idle: Callable[[], None] | None = None,
     ) -> None:
         self.kind = kind
-        self._on_idle = on_idle
-        self._in_work = 0
+        self._nc = nc
+        self._js = js
         self._stream = stream
+        self._subject = subject
         self._durable = durable
         self._settings = settings
         self._handler = handler
         self._dead_letters = dead_letters
         self._progress = progress
         self._tracer = tracer
+        self._on_idle = on_idle
+        self._capacity = settings.concurrency
+        self._threshold = max(1, settings.concurrency // 4)
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._inbox = ""
+        self._subscription: Subscription | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._in_work: dict[int, _InWork] = {}
+        self._counters = _Counters()
+        self._failures = Throttle(30.0)
+        self._statuses = Throttle(30.0)
         self.stopping = False
-        self._subscriber = broker.subscriber(
-            subject,
-            stream=JStream(stream, declare=False),  # streams come from ensure_streams
-            durable=durable,
-            pull_sub=PullSub(
-                batch_size=settings.concurrency, timeout=settings.fetch_timeout_seconds
-            ),
-            config=ConsumerConfig(
-                durable_name=durable,
-                ack_policy=JsAckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=settings.ack_wait_seconds,
-                max_deliver=settings.max_deliver,
-                max_ack_pending=settings.max_ack_pending,
-                description=f"{kind} work, shared by every replica",
-            ),
-            ack_policy=AckPolicy.MANUAL,
-        )
-        self._subscriber(self._on_message)
 
-    def track_fetches(self) -> None:
-        """Count every fetch cycle as progress; call after the broker started."""
-        subscription: Any = getattr(self._subscriber, "subscription", None)
-        if subscription is None or getattr(subscription, "_connector_tracked", False):
+    @property
+    def in_work(self) -> int:
+        return len(self._in_work)
+
+    async def start(self) -> None:
+        """Start pulling from the durable consumer. It is declared by provisioning
+        (``connector nats provision``, ``connector dev``, the test fixtures), never here: the
+        runtime waits, not ready, until it exists (connector_common.provisioning.missing)."""
+        self._inbox = self._nc.new_inbox()
+        self._subscription = await self._nc.subscribe(self._inbox, cb=self._on_message)
+        self._loop_task = asyncio.create_task(self._run(), name=f"{self.kind}-pull-loop")
+
+    async def stop(self, grace: float | None = None) -> int:
+        """Stop taking work, finish what is in work within ``grace`` seconds; returns how many
+        messages had to be abandoned (handed back for redelivery) because the grace ran out."""
+        grace = self._settings.graceful_timeout_seconds if grace is None else grace
+        self.stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._loop_task
+        tasks = [entry.task for entry in self._in_work.values() if entry.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        abandoned = [entry for entry in self._in_work.values() if not entry.settled]
+        for entry in abandoned:
+            if entry.task is not None:
+                entry.task.cancel()
+        for entry in abandoned:
+            if entry.task is not None:
+                with contextlib.suppress(BaseException):
+                    await entry.task
+            with contextlib.suppress(Exception):  # redelivered after AckWait if this is lost
+                await entry.msg.nak()
+        if abandoned:
+            with contextlib.suppress(Exception):
+                await self._nc.flush(timeout=2)
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
+            self._subscription = None
+        return len(abandoned)
+
+    # --- pulling ------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        keep_alive_every = self._settings.ack_wait_seconds / 3
+        tick = min(1.0, self._settings.fetch_timeout_seconds / 2, keep_alive_every)
+        next_keep_alive = time.monotonic() + keep_alive_every
+        while not self.stopping:
+            now = time.monotonic()
+            self._forget_expired(now)
+            if self._nc.is_connected:
+                await self._pull(now)
+            self._report_progress(now)
+            if now >= next_keep_alive:
+                await self._keep_alive(now)
+                next_keep_alive = now + keep_alive_every
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(tick):
+                    await self._wake.wait()
+
+    async def _pull(self, now: float) -> None:
+        room = self._capacity - len(self._in_work) - self._counters.requested
+        if room < self._threshold and not (room > 0 and not self._in_work):
             return
-        fetch = subscription.fetch
-        progress = self._progress
-        fetch_timeout = self._settings.fetch_timeout_seconds
+        expires = self._settings.fetch_timeout_seconds
+        request = json.dumps({"batch": room, "expires": int(expires * 1e9)}).encode()
+        try:
+            await self._nc.publish(self._next_subject, request, reply=self._inbox)
+        except Exception as exc:  # disconnected meanwhile: the next turn asks again
+            self._log_status("pull request not sent", type(exc).__name__)
+            return
+        # JetStream answers an expired request with a 408; if that never comes (a reconnect,
+        # a restarted server), the request is forgotten a little after it expired.
+        self._counters.requests.append(_Request(room, now + expires + 1.0))
 
-        async def counted_fetch(*args: Any, **kwargs: Any) -> Any:
-            try:
-                result = await fetch(*args, **kwargs)
-            except TimeoutError as exc:
-                progress.cycle()  # an empty queue is progress too
-                if isinstance(exc, NatsTimeoutError):
-                    raise
-                # nats-py sometimes raises the plain asyncio TimeoutError for an empty batch;
-                # FastStream only expects its own, and would restart the loop with a traceback.
-                raise NatsTimeoutError from exc
-            except ServiceUnavailableError:
-                # JetStream away for now: the loop goes on. Anything else (the durable consumer
-                # was deleted...) is not progress: /livez fails and the new pod re-creates it.
-                progress.cycle()
-                raise
-            except ConnectionClosedError:
-                # Closed for good: nats-py closes on a server -ERR (an expired or revoked user,
-                # say) and never reconnects (reconnecting is "reconnecting", not "closed"). Not
-                # progress, so /livez fails and the pod restarts; and since such a fetch fails
-                # without ever yielding, wait a fetch's time before FastStream's loop retries,
-                # or the loop would starve every other task of the process.
-                await asyncio.sleep(fetch_timeout)
-                raise
-            progress.cycle()
-            return result
+    def _forget_expired(self, now: float) -> None:
+        requests = self._counters.requests
+        while requests and requests[0].expires_at <= now:
+            requests.popleft()
 
-        subscription.fetch = counted_fetch
-        subscription._connector_tracked = True
+    def _report_progress(self, now: float) -> None:
+        if self._nc.is_closed:
+            return  # closed for good (an -ERR from the server): /livez must fail
+        if not self._nc.is_connected:
+            self._progress.cycle()  # waiting for NATS to come back is not a hang
+            return
+        fresh = now - self._counters.last_answer <= self._settings.fetch_timeout_seconds + 2.0
+        if self._counters.broken is None and (fresh or self._in_work):
+            self._progress.cycle()
 
-    async def _on_message(self, msg: NatsMessage) -> None:
-        raw = msg.raw_message
-        metadata = raw.metadata
+    async def _keep_alive(self, now: float) -> None:
+        due = now - self._settings.ack_wait_seconds / 3
+        for entry in list(self._in_work.values()):
+            if entry.last_ack <= due and not entry.settled:
+                entry.last_ack = now
+                with contextlib.suppress(Exception):  # a lost +WPI only risks a redelivery
+                    await entry.msg.in_progress()
+
+    # --- receiving ----------------------------------------------------------------------------
+
+    async def _on_message(self, msg: Msg) -> None:
+        if not msg.reply:  # JetStream's answers about our pull requests carry no ack subject
+            self._on_status((msg.headers or {}).get("Status", ""), msg)
+            return
+        self._take_requested(1)
+        self._counters.last_answer = time.monotonic()
+        self._counters.broken = None
+        if self.stopping:
+            with contextlib.suppress(Exception):
+                await msg.nak()  # fetched while shutting down: straight back to another replica
+            return
+        now = time.monotonic()
+        entry = _InWork(msg, now, now, self._progress.started())
+        key = id(msg)
+        self._in_work[key] = entry
+        entry.task = asyncio.create_task(self._process(key, entry))
+
+    def _on_status(self, status: str, msg: Msg) -> None:
+        headers = msg.headers or {}
+        description = headers.get("Description", "")
+        if status == "100":
+            return  # heartbeat / flow control: nothing to do with pull requests
+        pending = headers.get("Nats-Pending-Messages")
+        if status in ("404", "408", "409") and pending is not None:
+            self._take_requested(int(pending))
+        elif self._counters.requests:
+            self._counters.requests.popleft()  # the oldest request is over
+        if status in ("404", "408"):
+            self._counters.last_answer = time.monotonic()  # an empty cycle: alive
+            self._counters.broken = None
+            return
+        if status == "409" and description.lower() not in (
+            "consumer deleted",
+            "consumer is push based",
+        ):
+            self._counters.last_answer = time.monotonic()  # e.g. leadership change: retried
+            self._log_status("pull request ended early", description)
+            return
+        # 503 (JetStream or the consumer is not there) or a consumer that is gone: not progress.
+        self._counters.broken = f"{status} {description}".strip()
+        self._log_status("JetStream refused the pull request", self._counters.broken)
+        self._wake.set()
+
+    def _take_requested(self, count: int) -> None:
+        requests = self._counters.requests
+        while count > 0 and requests:
+            head = requests[0]
+            taken = min(count, head.remaining)
+            head.remaining -= taken
+            count -= taken
+            if head.remaining <= 0:
+                requests.popleft()
+
+    def _log_status(self, event: str, detail: str) -> None:
+        held = self._statuses.ready(event)
+        if held is not None:
+            log.warning(event, kind=self.kind, detail=detail[:200], repeated=held or None)
+
+    # --- processing ---------------------------------------------------------------------------
+
+    async def _process(self, key: int, entry: _InWork) -> None:
+        msg = entry.msg
+        try:
+            await self._settle(msg, entry)
+        except Exception as exc:  # settling failed (NATS away): redelivered after AckWait
+            held = self._failures.ready("settle")
+            if held is not None:
+                log.warning(
+                    "a message could not be settled; it will be redelivered",
+                    kind=self.kind,
+                    error=redact_text(f"{type(exc).__name__}: {exc}")[:200],
+                    more_since_last_line=held,
+                )
+        finally:
+            self._in_work.pop(key, None)
+            self._progress.finished(entry.token)
+            room = self._capacity - len(self._in_work) - self._counters.requested
+            if room >= self._threshold:
+                self._wake.set()
+            if not self._in_work and self._on_idle is not None:
+                self._on_idle()  # nothing in work: e.g. the summary line
+
+    async def _settle(self, msg: Msg, entry: _InWork) -> None:
+        """Run the handler for one message in its span, then settle the message."""
+        metadata = msg.metadata
         delivery = Delivery(
-            subject=raw.subject,
-            headers=dict(raw.headers or {}),
+            subject=msg.subject,
+            headers=dict(msg.headers or {}),
             attempt=int(metadata.num_delivered or 1),
             max_deliver=self._settings.max_deliver,
             stream_seq=int(metadata.sequence.stream),
         )
-        token = self._progress.started()
-        self._in_work += 1
-        try:
-            if self.stopping:
-                # Fetched while shutting down: hand it straight back to another replica.
-                await msg.nack(delay=None)
-                return
-            context = extract_trace_context(delivery.headers)
-            with traced_span(
-                self._tracer,
-                f"{self.kind} process",
-                context=context,
-                kind=trace.SpanKind.CONSUMER,
-                attributes={
-                    "messaging.system": "nats",
-                    "messaging.destination.name": delivery.subject,
-                    "messaging.message.delivery_attempt": delivery.attempt,
-                },
-            ) as span:
-                settle = await self._run(msg, raw.data or b"", delivery)
-                span.set_attribute("connector.settle", settle.action)
-                await self._apply(msg, raw.data or b"", delivery, settle)
-        finally:
-            self._progress.finished(token)
-            self._in_work -= 1
-            if self._in_work == 0 and self._on_idle is not None:
-                self._on_idle()  # the batch is done: e.g. its summary line
+        context = extract_trace_context(delivery.headers)
+        with traced_span(
+            self._tracer,
+            f"{self.kind} process",
+            context=context,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": delivery.subject,
+                "messaging.message.delivery_attempt": delivery.attempt,
+            },
+        ) as span:
+            body = msg.data or b""
+            settle = await self._run_handler(body, delivery)
+            span.set_attribute("connector.settle", settle.action)
+            await self._apply(msg, body, delivery, settle)
+            entry.settled = True
 
-    async def _run(self, msg: NatsMessage, body: bytes, delivery: Delivery) -> Settle:
-        keep_alive = asyncio.create_task(self._keep_alive(msg))
+    async def _run_handler(self, body: bytes, delivery: Delivery) -> Settle:
         try:
             async with asyncio.timeout(self._settings.handler_timeout_seconds):
                 return await self._handler(body, delivery)
         except TimeoutError:
             return self._failed(delivery, "handler timed out")
         except Exception as exc:
-            # Never swallowed: logged with its type, and the message comes back later.
-            log.exception("handler failed", kind=self.kind, stream_seq=delivery.stream_seq)
-            return self._failed(delivery, f"{type(exc).__name__}: {exc}")
-        finally:
-            keep_alive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keep_alive
+            # Never swallowed: counted and logged (once per kind per interval), and the
+            # message comes back later.
+            kind = type(exc).__name__
+            held = self._failures.ready(kind)
+            if held is not None:
+                dependency = kind in DEPENDENCY_ERRORS or isinstance(exc, OSError)
+                (log.warning if dependency else log.error)(
+                    "handler failed; the message will come back",
+                    kind=self.kind,
+                    error=redact_text(f"{kind}: {exc}")[:300],
+                    stream_seq=delivery.stream_seq,
+                    more_since_last_line=held,
+                    exc_info=None if dependency else exc,
+                )
+            return self._failed(delivery, f"{kind}: {exc}")
 
     def _failed(self, delivery: Delivery, reason: str) -> Settle:
         delay = retry_delay(
@@ -258,21 +375,12 @@ class WorkConsumer:
         )
         return Settle.nak(delay, redact_text(reason)[:300])
 
-    async def _keep_alive(self, msg: NatsMessage) -> None:
-        interval = self._settings.ack_wait_seconds / 3
-        while True:
-            await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):  # a lost +WPI only risks a redelivery
-                await msg.in_progress()
-
-    async def _apply(
-        self, msg: NatsMessage, body: bytes, delivery: Delivery, settle: Settle
-    ) -> None:
+    async def _apply(self, msg: Msg, body: bytes, delivery: Delivery, settle: Settle) -> None:
         if settle.action == "ack":
             await msg.ack()
             return
         if settle.action == "nak" and not delivery.last_attempt:
-            await msg.nack(delay=settle.delay)
+            await msg.nak(delay=settle.delay)
             return
         reason = settle.reason or "dead-lettered"
         if settle.action == "nak":
@@ -299,6 +407,6 @@ class WorkConsumer:
                 stream_seq=delivery.stream_seq,
                 error=type(exc).__name__,
             )
-            await msg.nack(delay=self._settings.retry_base_seconds)
+            await msg.nak(delay=self._settings.retry_base_seconds)
             return
-        await msg.reject()
+        await msg.term()

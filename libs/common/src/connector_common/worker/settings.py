@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -20,9 +20,13 @@ from connector_common.settings import CommonSettings
 class ConsumerSettings(BaseModel):
     """How a worker takes messages from its durable pull consumer."""
 
-    concurrency: int = Field(default=16, ge=1, le=500)  # messages in work at once per replica
+    # Messages in work at once per replica. Refreshes are cheap to hold (a lease, an HTTP call in
+    # flight) and their database work is grouped, so more in work means bigger, cheaper batches.
+    concurrency: int = Field(default=64, ge=1, le=500)
     fetch_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
-    ack_wait_seconds: float = Field(default=30.0, ge=3)  # in-progress acks every third of it
+    # A message a dead replica held comes back this long after its last sign of life (work in
+    # progress sends in-progress acks every third of it).
+    ack_wait_seconds: float = Field(default=10.0, ge=3)
     max_deliver: int = Field(default=10, ge=2, le=100)  # then the message is dead-lettered
     max_ack_pending: int = Field(default=1000, ge=1)
     handler_timeout_seconds: float = Field(default=150.0, gt=0)
@@ -36,6 +40,8 @@ class ConsumerSettings(BaseModel):
             raise ValueError("retry_max_seconds must be at least retry_base_seconds")
         return self
 
+
+DEFAULT_REFRESH_LEASE_SECONDS = 10.0
 
 # Production defaults; development (`connector dev`, sandbox tokens living 120 s) uses DEV_TIMING
 # for every value that is not set explicitly.
@@ -60,7 +66,9 @@ class PipelineSettings(BaseModel):
     scheduler_batch_size: int = Field(default=500, ge=1, le=10_000)
     scheduler_max_per_tick: int = Field(default=20_000, ge=1)
     scheduler_lease_seconds: float = Field(default=0.0, ge=0)  # 0: three ticks
-    refresh_lease_seconds: float = Field(default=0.0, ge=0)  # 0: derived from eBay timeouts
+    # A refresh lease lasts this long unless renewed (it is, every third of it, while the eBay
+    # call runs): a dead replica's leases are free again within it. 0: the default, 10 s.
+    refresh_lease_seconds: float = Field(default=0.0, ge=0)
     permanent_failure_retry_seconds: float = Field(default=3600.0, gt=0)
     health_attempts: int = Field(default=3, ge=1)  # deliveries before a failure is "unhealthy"
 
@@ -97,6 +105,7 @@ class WorkerSettings(CommonSettings):
     probe_port: int = Field(default=8080, ge=0, le=65535)  # CONNECTOR_PROBE_PORT; 0 = any free
     probe_host: str = "0.0.0.0"  # noqa: S104 - kubelet probes reach the pod IP
     instance_id: str = ""  # lease holder name; default host:pid
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"  # CONNECTOR_EVENT_LOOP
     worker: ConsumerSettings = ConsumerSettings()
     pipeline: PipelineSettings = PipelineSettings()
 
@@ -118,9 +127,5 @@ class WorkerSettings(CommonSettings):
         return {"probe_host": "127.0.0.1", **data}
 
     def refresh_lease_seconds(self) -> float:
-        """How long a token refresh may hold its lease: longer than the slowest eBay call."""
-        if self.pipeline.refresh_lease_seconds:
-            return self.pipeline.refresh_lease_seconds
-        ebay = self.ebay
-        # The client retries inside one call: its whole budget plus one last timed-out attempt.
-        return ebay.max_retry_seconds + ebay.connect_timeout_seconds + ebay.read_timeout_seconds + 5
+        """How long a refresh lease lasts without renewal (it is renewed while the call runs)."""
+        return self.pipeline.refresh_lease_seconds or DEFAULT_REFRESH_LEASE_SECONDS
