@@ -154,6 +154,13 @@ class WorkConsumer:
         if self._loop_task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._loop_task
+        # No more deliveries: our outstanding pull requests lose their interest, so JetStream
+        # stops sending to them (messages in work keep their own reply subjects for the acks),
+        # and what we hand back below goes to another replica, not to our own dead inbox.
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
+            self._subscription = None
         tasks = [entry.task for entry in self._in_work.values() if entry.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
@@ -170,10 +177,6 @@ class WorkConsumer:
         if abandoned:
             with contextlib.suppress(Exception):
                 await self._nc.flush(timeout=2)
-        if self._subscription is not None:
-            with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()
-            self._subscription = None
         return len(abandoned)
 
     # --- pulling ------------------------------------------------------------------------------
