@@ -61,8 +61,12 @@ promtool: $(UV)
 	  fi; \
 	  test -x $(PROMTOOL) || echo "promtool is not available: the alert rules get a schema check only"; }
 
+# Two workers (one per core of the machines we test on): most tests wait on real processes,
+# servers and deadlines, so the suite's wall time falls well below its CPU time. A file's tests
+# stay on one worker (module fixtures); every worker has its own PostgreSQL, NATS and sandbox.
+TEST_WORKERS ?= 2
 test: install browser promtool
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The AsyncAPI document of every NATS subject, generated from the typed models.
 asyncapi: install
