@@ -96,10 +96,9 @@ def _sort_column(sort: SortKey, now: datetime, reconsent_window: timedelta) -> A
     return func.coalesce(EbayAccount.last_health_at, FAR_PAST)
 
 
-def sort_value(
-    sort: SortKey, account: EbayAccount, token: EbayToken | None, status: AccountStatus
-) -> Any:
-    """The sort key of a row, as the cursor stores it (JSON-friendly)."""
+def sort_value(sort: SortKey, account: Any, token: Any | None, status: AccountStatus) -> Any:
+    """The sort key of a row, as the cursor stores it (JSON-friendly): ``account`` and ``token``
+    are the ORM objects or a row of :data:`ACCOUNT_COLUMNS` (both have these attributes)."""
     name = sort.value.lstrip("-")
     if name == "house_name":
         return account.house_name.lower()
@@ -124,6 +123,41 @@ def _cursor_value(sort: SortKey, raw: Any) -> Any:
     return raw if name == "house_name" else datetime.fromisoformat(raw)
 
 
+# What the API shows of an account and its token, as plain columns: the read routes build their
+# answers from rows of these (no ORM objects), and token material is never even selected.
+ACCOUNT_COLUMNS = (
+    EbayAccount.id,
+    EbayAccount.house_name,
+    EbayAccount.purpose,
+    EbayAccount.ebay_user_id,
+    EbayAccount.username,
+    EbayAccount.marketplace_id,
+    EbayAccount.site_id,
+    EbayAccount.site_code,
+    EbayAccount.is_active,
+    EbayAccount.connected_at,
+    EbayAccount.created_at,
+    EbayAccount.updated_at,
+    EbayAccount.deactivated_at,
+    EbayAccount.deleted_by_ebay_at,
+    EbayAccount.next_health_check_at,
+    EbayAccount.last_health_at,
+    EbayAccount.last_health_outcome,
+    EbayAccount.last_health_latency_ms,
+    EbayAccount.last_health_error,
+    EbayToken.account_id.label("token_account_id"),  # NULL: no token row
+    EbayToken.access_expires_at,
+    EbayToken.refresh_expires_at,
+    EbayToken.last_refreshed_at,
+    EbayToken.last_refresh_error,
+    EbayToken.consecutive_failures,
+    EbayToken.reconnect_required_at,
+    EbayToken.retry_at,
+    EbayToken.refresh_enabled,
+    EbayToken.scopes,
+)
+
+
 async def list_accounts(
     session: AsyncSession,
     org_id: uuid.UUID,
@@ -133,10 +167,12 @@ async def list_accounts(
     limit: int,
     now: datetime,
     reconsent_window: timedelta = RECONSENT_DUE,
-) -> list[tuple[EbayAccount, EbayToken | None]]:
-    """One page of the org's accounts (``limit`` rows; ask for one more to see if more exist)."""
+) -> Sequence[Any]:
+    """One page of the org's accounts (``limit`` rows; ask for one more to see if more exist),
+    as rows of :data:`ACCOUNT_COLUMNS`."""
     stmt = (
-        select(EbayAccount, EbayToken)
+        select(*ACCOUNT_COLUMNS)
+        .select_from(EbayAccount)
         .outerjoin(EbayToken, EbayToken.account_id == EbayAccount.id)
         .where(EbayAccount.org_id == org_id)
     )
@@ -167,8 +203,30 @@ async def list_accounts(
         stmt = stmt.order_by(column.desc(), EbayAccount.id.desc())
     else:
         stmt = stmt.order_by(column.asc(), EbayAccount.id.asc())
-    rows = (await session.execute(stmt.limit(limit))).all()
-    return [(account, token) for account, token in rows]
+    # Core execution on the request's connection (same transaction): rows, not ORM objects.
+    connection = await session.connection()
+    return (await connection.execute(stmt.limit(limit))).all()
+
+
+async def account_row(
+    session: AsyncSession, org_id: uuid.UUID, account_id: uuid.UUID
+) -> Any | None:
+    """The org's account with its token's metadata, as a row of :data:`ACCOUNT_COLUMNS`."""
+    stmt = (
+        select(*ACCOUNT_COLUMNS)
+        .select_from(EbayAccount)
+        .outerjoin(EbayToken, EbayToken.account_id == EbayAccount.id)
+        .where(EbayAccount.id == account_id, EbayAccount.org_id == org_id)
+    )
+    connection = await session.connection()
+    return (await connection.execute(stmt)).first()
+
+
+async def account_exists(session: AsyncSession, org_id: uuid.UUID, account_id: uuid.UUID) -> bool:
+    """True when the account exists and is the org's."""
+    stmt = select(EbayAccount.id).where(EbayAccount.id == account_id, EbayAccount.org_id == org_id)
+    connection = await session.connection()
+    return (await connection.execute(stmt)).first() is not None
 
 
 async def org_name(session: AsyncSession, org_id: uuid.UUID) -> str | None:
@@ -260,16 +318,31 @@ async def active_house_name_owner(
     return await session.scalar(stmt.limit(1))
 
 
+HEALTH_CHECK_COLUMNS = (
+    HealthCheck.id,
+    HealthCheck.checked_at,
+    HealthCheck.outcome,
+    HealthCheck.latency_ms,
+    HealthCheck.http_status,
+    HealthCheck.ebay_error_code,
+    HealthCheck.ebay_request_id,
+    HealthCheck.api,
+    HealthCheck.detail,
+)
+
+
 async def health_checks(
     session: AsyncSession,
     org_id: uuid.UUID,
     account_id: uuid.UUID,
     after: tuple[datetime, int] | None,
     limit: int,
-) -> list[HealthCheck]:
-    """The org's account's checks, newest first (none when the account is another org's)."""
+) -> Sequence[Any]:
+    """The org's account's checks, newest first (none when the account is another org's), as
+    rows of :data:`HEALTH_CHECK_COLUMNS`."""
     stmt = (
-        select(HealthCheck)
+        select(*HEALTH_CHECK_COLUMNS)
+        .select_from(HealthCheck)
         .join(EbayAccount, EbayAccount.id == HealthCheck.account_id)
         .where(HealthCheck.account_id == account_id, EbayAccount.org_id == org_id)
     )
@@ -281,7 +354,8 @@ async def health_checks(
             )
         )
     stmt = stmt.order_by(HealthCheck.checked_at.desc(), HealthCheck.id.desc()).limit(limit)
-    return list((await session.scalars(stmt)).all())
+    connection = await session.connection()
+    return (await connection.execute(stmt)).all()
 
 
 async def delete_account(session: AsyncSession, org_id: uuid.UUID, account_id: uuid.UUID) -> int:

@@ -1,4 +1,7 @@
-"""`/ebay-accounts`: thin routes; each validates, calls one service function, returns."""
+"""`/ebay-accounts`: thin routes; each validates, calls one service function, returns.
+
+The read routes answer plain values encoded once (:mod:`connector_api.fastjson`); their
+``response_model`` still documents the schema."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from connector_api.deps import (
     StateDep,
     known_query_params,
 )
+from connector_api.fastjson import json_response
 from connector_api.repository import AccountFilter
 from connector_api.schemas import (
     Account,
@@ -70,7 +74,7 @@ async def list_accounts(
     ] = (SortKey.HOUSE_NAME),
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
-) -> AccountPage:
+) -> Response:
     """The org's accounts with status, token metadata and last health check."""
     filters = AccountFilter(
         statuses=tuple(status_ or ()),
@@ -79,7 +83,8 @@ async def list_accounts(
         active=active,
         search=search,
     )
-    return await listing.list_accounts(session, ctx, state.cursors, filters, sort, limit, cursor)
+    page = await listing.account_page(session, ctx, state.cursors, filters, sort, limit, cursor)
+    return json_response(page)
 
 
 @router.get("/summary", response_model=AccountSummary, responses=error_responses(401, 403))
@@ -89,9 +94,9 @@ async def summary(session: SessionDep, ctx: ContextDep) -> AccountSummary:
 
 
 @router.get("/{account_id}", response_model=Account, responses=READ_ERRORS)
-async def get_account(session: SessionDep, ctx: ContextDep, account_id: AccountIdDep) -> Account:
+async def get_account(session: SessionDep, ctx: ContextDep, account_id: AccountIdDep) -> Response:
     """One account of the org."""
-    return await listing.get_account(session, ctx, account_id)
+    return json_response(await listing.account_data(session, ctx, account_id))
 
 
 @router.get("/{account_id}/health-checks", response_model=HealthCheckPage, responses=READ_ERRORS)
@@ -102,9 +107,10 @@ async def health_checks(
     account_id: AccountIdDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
-) -> HealthCheckPage:
+) -> Response:
     """The account's health check history, newest first."""
-    return await listing.health_history(session, ctx, state.cursors, account_id, limit, cursor)
+    page = await listing.health_page(session, ctx, state.cursors, account_id, limit, cursor)
+    return json_response(page)
 
 
 @router.patch("/{account_id}", response_model=Account, responses=WRITE_ERRORS)
