@@ -74,6 +74,11 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)v%5E1\.1%23[^\s\"'<>&,;)}\]]+"), REDACTED),
 )
 
+# Every pattern above needs one of these to match (a ':' or '=' after a secret name or header,
+# '<' of the XML tag, the 'bearer'/'basic' scheme, a JWT's 'eyJ', an eBay token's 'v^1' raw or
+# URL-encoded): most log values (paths, ids, numbers, names) have none, and skip the patterns.
+_TRIGGER = re.compile(r"[:=<]|eyJ|v\^1|%5e|bearer|basic", re.IGNORECASE)
+
 _registered: set[str] = set()
 _registered_lock = threading.Lock()
 
@@ -104,8 +109,9 @@ def register_settings_secrets(settings: CommonSettings) -> None:
 
 def redact_text(text: str) -> str:
     """Return ``text`` with every known secret shape replaced by ``[REDACTED]``."""
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+    if _TRIGGER.search(text) is not None:
+        for pattern, replacement in _PATTERNS:
+            text = pattern.sub(replacement, text)
     if _registered:
         for secret in tuple(_registered):
             if secret in text:
