@@ -244,6 +244,18 @@ def _profile(pid: int, out: str, seconds: float) -> subprocess.Popen[bytes]:
     )
 
 
+async def settle(server: Server, limit_seconds: float = 90.0) -> None:
+    """Until the server is idle (under 5 % of a core over 0.5 s), so that a phase does not pay
+    for the backlog of the one before (abandoned requests are still served). Bounded."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_seconds
+    while loop.time() < deadline:
+        before = server.cpu_seconds()
+        await asyncio.sleep(0.5)
+        if server.cpu_seconds() - before < 0.025:
+            return
+
+
 async def drive(
     api: Server, bare: Server, routes: dict[str, str], args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -263,6 +275,7 @@ async def drive(
             profiler = None
             if args.profile and name == "list":
                 profiler = _profile(api.process.pid, args.profile, args.seconds)
+            await settle(api)
             result = await paced(http, api.url + path, headers, args.rps, args.seconds)
             if profiler is not None:
                 profiler.wait(60)
@@ -273,6 +286,7 @@ async def drive(
             result["postgres_cpu_ms_per_request"] = round(pg_used * 1000 / handled, 3)
             results[name] = result
             print(f"  paced {name:<8} {json.dumps(result)}", flush=True)
+        await settle(api)
         bare_cpu = bare.cpu_seconds()
         bare_paced = await paced(http, bare.url + "/hello", {}, args.rps, min(args.seconds, 10))
         bare_paced["cpu_ms_per_request"] = round(
@@ -283,6 +297,7 @@ async def drive(
             http, bare.url + "/hello", {}, args.concurrency, args.saturate_seconds
         )
         print(f"  saturated bare {json.dumps(bare_sat)}", flush=True)
+        await settle(api)
         api_sat = await saturate(
             http, api.url + routes["list"], auth, args.concurrency, args.saturate_seconds
         )
@@ -408,7 +423,11 @@ def main() -> None:
                 )
             )
             api, bare = servers
-            wait_http(f"{api.url}/healthz", 60, api.process)
+            try:
+                wait_http(f"{api.url}/healthz", 60, api.process)
+            except RuntimeError:
+                print((root / "api.log").read_text()[-3000:], file=sys.stderr)
+                raise
             wait_http(f"{bare.url}/hello", 60, bare.process)
             rss = (round(api.rss_mb(), 1), round(bare.rss_mb(), 1))
             paths = {
