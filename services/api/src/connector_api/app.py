@@ -188,7 +188,9 @@ def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> 
         # Inside RequestMiddleware (a shed request is logged, timed and has its request id),
         # outside the rate limits and everything else: a shed request costs next to nothing.
         shedder = LoadShedder(
-            shedding.max_concurrent, shedding.max_queued, shedding.max_wait_seconds
+            shedding.max_concurrent or settings.database.pool_size,
+            shedding.max_queued,
+            shedding.max_wait_seconds,
         )
         app.state.shedder = shedder
         app.add_middleware(

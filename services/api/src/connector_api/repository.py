@@ -19,10 +19,12 @@ from sqlalchemy import (
     or_,
     select,
     tuple_,
+    type_coerce,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import NullType
 
 from connector_api.schemas import SortKey
 from connector_common.db.models import (
@@ -154,7 +156,8 @@ ACCOUNT_COLUMNS = (
     EbayToken.reconnect_required_at,
     EbayToken.retry_at,
     EbayToken.refresh_enabled,
-    EbayToken.scopes,
+    # Handed on as psycopg reads it (a list of str): no per-item result processing.
+    type_coerce(EbayToken.scopes, NullType()).label("scopes"),
 )
 
 

@@ -127,8 +127,10 @@ class SheddingSettings(BaseModel):
     with ``Retry-After`` at once instead of queueing (the probes are never shed)."""
 
     enabled: bool = True
-    # Requests running at once; about twice the database pool (pool_size + max_overflow = 20).
-    max_concurrent: int = Field(default=40, ge=1, le=10_000)
+    # Requests running at once; unset: the database pool's size (CONNECTOR_DATABASE__POOL_SIZE),
+    # so that under load requests wait here, bounded, rather than opening and closing overflow
+    # connections (a new PostgreSQL connection costs more CPU than a whole page of accounts).
+    max_concurrent: int | None = Field(default=None, ge=1, le=10_000)
     # Requests waiting for a slot, each at most max_wait_seconds.
     max_queued: int = Field(default=80, ge=0, le=100_000)
     max_wait_seconds: float = Field(default=1.0, gt=0, le=60)
