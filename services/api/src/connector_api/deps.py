@@ -144,6 +144,11 @@ async def known_query_params(request: Request) -> None:
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return
-    unknown = sorted(set(request.query_params) - _query_names(dependant))
+    # Worked out once per route and kept on it (a route's dependant never changes).
+    names: frozenset[str] | None = getattr(route, "_connector_query_names", None)
+    if names is None:
+        names = frozenset(_query_names(dependant))
+        setattr(route, "_connector_query_names", names)  # noqa: B010
+    unknown = sorted(set(request.query_params) - names)
     if unknown:
         raise InvalidInput("unknown query parameter", field=unknown[0][:100])

@@ -4,6 +4,7 @@ lives here and in :mod:`connector_api.deps`, never in a route."""
 from __future__ import annotations
 
 import uuid
+from collections import namedtuple
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -159,6 +160,9 @@ ACCOUNT_COLUMNS = (
     # Handed on as psycopg reads it (a list of str): no per-item result processing.
     type_coerce(EbayToken.scopes, NullType()).label("scopes"),
 )
+# Rows are read into named tuples: a SQLAlchemy Row's attribute access costs ~0.5-1 us (a
+# Python-level lookup), a named tuple's ~30 ns, and a page reads ~35 attributes of 50 rows.
+AccountRow = namedtuple("AccountRow", [c.key for c in ACCOUNT_COLUMNS])  # type: ignore[misc]
 
 
 async def list_accounts(
@@ -208,7 +212,8 @@ async def list_accounts(
         stmt = stmt.order_by(column.asc(), EbayAccount.id.asc())
     # Core execution on the request's connection (same transaction): rows, not ORM objects.
     connection = await session.connection()
-    return (await connection.execute(stmt.limit(limit))).all()
+    result = await connection.execute(stmt.limit(limit))
+    return [AccountRow._make(row) for row in result]
 
 
 async def account_row(
@@ -222,7 +227,8 @@ async def account_row(
         .where(EbayAccount.id == account_id, EbayAccount.org_id == org_id)
     )
     connection = await session.connection()
-    return (await connection.execute(stmt)).first()
+    row = (await connection.execute(stmt)).first()
+    return None if row is None else AccountRow._make(row)
 
 
 async def account_exists(session: AsyncSession, org_id: uuid.UUID, account_id: uuid.UUID) -> bool:
@@ -332,6 +338,7 @@ HEALTH_CHECK_COLUMNS = (
     HealthCheck.api,
     HealthCheck.detail,
 )
+HealthCheckRow = namedtuple("HealthCheckRow", [c.key for c in HEALTH_CHECK_COLUMNS])  # type: ignore[misc]
 
 
 async def health_checks(
@@ -358,7 +365,7 @@ async def health_checks(
         )
     stmt = stmt.order_by(HealthCheck.checked_at.desc(), HealthCheck.id.desc()).limit(limit)
     connection = await session.connection()
-    return (await connection.execute(stmt)).all()
+    return [HealthCheckRow._make(row) for row in await connection.execute(stmt)]
 
 
 async def delete_account(session: AsyncSession, org_id: uuid.UUID, account_id: uuid.UUID) -> int:

@@ -236,8 +236,6 @@ async def health_page(
 ) -> dict[str, Any]:
     """The account's health checks, newest first: the :class:`HealthCheckPage` schema's fields
     as plain values; 404 for another org's account."""
-    if not await repo.account_exists(session, ctx.principal.org_id, account_id):
-        raise account_not_found()
     query = f"health:{account_id}"
     after = None
     if cursor:
@@ -247,6 +245,10 @@ async def health_page(
         except (IndexError, ValueError, TypeError):
             raise InvalidInput("the cursor is not valid", field="cursor") from None
     checks = await repo.health_checks(session, ctx.principal.org_id, account_id, after, limit + 1)
+    # The checks query is org-scoped itself: only an empty page needs the account looked up
+    # (another org's account, or none, is a 404; one of ours may have no checks yet).
+    if not checks and not await repo.account_exists(session, ctx.principal.org_id, account_id):
+        raise account_not_found()
     next_cursor = None
     if len(checks) > limit:
         checks = checks[:limit]
