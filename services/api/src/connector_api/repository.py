@@ -429,22 +429,39 @@ async def health_checks(
 ) -> Sequence[Any]:
     """The org's account's checks, newest first (none when the account is another org's), as
     rows of :data:`HEALTH_CHECK_COLUMNS`."""
+    params: dict[str, Any] = {"account_id": account_id, "org_id": org_id, "limit": limit}
+    if after is not None:
+        params["after_at"], params["after_id"] = after
+    stmt = _HEALTH_PAGE[after is not None]
+    connection = await session.connection()
+    return [HealthCheckRow._make(row) for row in await connection.execute(stmt, params)]
+
+
+def _health_page(after: bool) -> Any:
     stmt = (
         select(*HEALTH_CHECK_COLUMNS)
         .select_from(HealthCheck)
         .join(EbayAccount, EbayAccount.id == HealthCheck.account_id)
-        .where(HealthCheck.account_id == account_id, EbayAccount.org_id == org_id)
+        .where(
+            HealthCheck.account_id == bindparam("account_id"),
+            EbayAccount.org_id == bindparam("org_id"),
+        )
     )
-    if after is not None:
+    if after:
+        at = bindparam("after_at", type_=HealthCheck.checked_at.type)
         stmt = stmt.where(
             or_(
-                HealthCheck.checked_at < after[0],
-                and_(HealthCheck.checked_at == after[0], HealthCheck.id < after[1]),
+                HealthCheck.checked_at < at,
+                and_(HealthCheck.checked_at == at, HealthCheck.id < bindparam("after_id")),
             )
         )
-    stmt = stmt.order_by(HealthCheck.checked_at.desc(), HealthCheck.id.desc()).limit(limit)
-    connection = await session.connection()
-    return [HealthCheckRow._make(row) for row in await connection.execute(stmt)]
+    return stmt.order_by(HealthCheck.checked_at.desc(), HealthCheck.id.desc()).limit(
+        bindparam("limit", type_=Integer())
+    )
+
+
+# Built once (see _PAGE_STATEMENTS): the first page, and the pages after a cursor.
+_HEALTH_PAGE = {False: _health_page(False), True: _health_page(True)}
 
 
 async def delete_account(session: AsyncSession, org_id: uuid.UUID, account_id: uuid.UUID) -> int:
