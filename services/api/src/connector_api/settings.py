@@ -131,8 +131,9 @@ class SheddingSettings(BaseModel):
     # so that under load requests wait here, bounded, rather than opening and closing overflow
     # connections (a new PostgreSQL connection costs more CPU than a whole page of accounts).
     max_concurrent: int | None = Field(default=None, ge=1, le=10_000)
-    # Requests waiting for a slot, each at most max_wait_seconds.
-    max_queued: int = Field(default=80, ge=0, le=100_000)
+    # Requests waiting for a slot, each at most max_wait_seconds (a burst of a few hundred
+    # waits; a sustained overload is answered 503 within max_wait_seconds).
+    max_queued: int = Field(default=200, ge=0, le=100_000)
     max_wait_seconds: float = Field(default=1.0, gt=0, le=60)
     retry_after_seconds: int = Field(default=1, ge=1, le=3600)
 
