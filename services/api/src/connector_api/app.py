@@ -147,6 +147,10 @@ def build_state(settings: ApiSettings, telemetry: Telemetry) -> AppState:
         oidc_signer=Sealed(session_secret, "oidc-login", max_age_seconds=OIDC_LOGIN_SECONDS),
         calls=calls,
         deletion=DeletionEndpoint(settings, sessions, ebay, settings.nats.namespace),
+        # The same pool; each statement its own transaction (psycopg's autocommit).
+        read_sessions=create_session_factory(
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+        ),
         oidc=oidc,
     )
 

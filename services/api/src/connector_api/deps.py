@@ -54,6 +54,18 @@ async def db_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(db_session, scope="function")]
 
 
+async def read_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    """For routes that only read, one statement per answer: no transaction around it (each
+    statement sees its own snapshot), which saves the BEGIN and COMMIT round trips, about a
+    fifth of such a route's CPU (issue 11). Never for a route that writes."""
+    factory = state.read_sessions or state.sessions
+    async with factory() as session:
+        yield session
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(read_session, scope="function")]
+
+
 def log_context(request: Request) -> dict[str, object]:
     """Fields the access log line of this request will carry (set by dependencies)."""
     context: dict[str, object] = request.scope.setdefault("state", {}).setdefault("log_context", {})

@@ -13,6 +13,7 @@ from pydantic import StringConstraints
 from connector_api.deps import (
     AccountIdDep,
     ContextDep,
+    ReadSessionDep,
     SessionDep,
     StateDep,
     known_query_params,
@@ -46,7 +47,7 @@ WRITE_ERRORS = error_responses(401, 403, 404, 409, 422)
 
 @router.get("", response_model=AccountPage, responses=error_responses(401, 403, 422))
 async def list_accounts(
-    session: SessionDep,
+    session: ReadSessionDep,
     ctx: ContextDep,
     state: StateDep,
     status_: Annotated[
@@ -94,14 +95,16 @@ async def summary(session: SessionDep, ctx: ContextDep) -> AccountSummary:
 
 
 @router.get("/{account_id}", response_model=Account, responses=READ_ERRORS)
-async def get_account(session: SessionDep, ctx: ContextDep, account_id: AccountIdDep) -> Response:
+async def get_account(
+    session: ReadSessionDep, ctx: ContextDep, account_id: AccountIdDep
+) -> Response:
     """One account of the org."""
     return json_response(await listing.account_data(session, ctx, account_id))
 
 
 @router.get("/{account_id}/health-checks", response_model=HealthCheckPage, responses=READ_ERRORS)
 async def health_checks(
-    session: SessionDep,
+    session: ReadSessionDep,
     ctx: ContextDep,
     state: StateDep,
     account_id: AccountIdDep,
