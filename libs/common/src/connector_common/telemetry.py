@@ -177,10 +177,13 @@ def record_exception_redacted(span: trace.Span, exc: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"[:300]))
 
 
-def inject_trace_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
-    """Add the current trace context (``traceparent``) to message headers."""
+def inject_trace_headers(
+    headers: dict[str, str] | None = None, *, context: Context | None = None
+) -> dict[str, str]:
+    """Add the trace context (``traceparent``) to message headers: the current one, or that of
+    ``context``."""
     carrier: dict[str, str] = dict(headers or {})
-    _PROPAGATOR.inject(carrier)
+    _PROPAGATOR.inject(carrier, context=context)
     return carrier
 
 

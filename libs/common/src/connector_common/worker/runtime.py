@@ -249,7 +249,7 @@ async def _serve(
     topology = Topology(settings.nats.namespace)
     js = nc.jetstream()
     sessions = create_session_factory(engine)
-    relay = OutboxRelay(sessions, js)
+    relay = OutboxRelay(sessions, js, tracer=telemetry.tracer("connector_common.outbox"))
     context = WorkerContext(
         settings=settings,
         service=service,
