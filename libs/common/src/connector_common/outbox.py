@@ -42,7 +42,7 @@ from connector_common.observability.messaging import (
     start_publish_span,
 )
 from connector_common.redaction import redact_text
-from connector_common.telemetry import extract_trace_context, inject_trace_headers
+from connector_common.telemetry import extract_trace_context, inject_trace_headers, untraced
 
 log = get_logger(__name__)
 
@@ -335,12 +335,19 @@ class OutboxRelay:
 
     @contextlib.asynccontextmanager
     async def _autocommit(self) -> AsyncIterator[AsyncConnection]:
-        async with self._sessions() as session:
-            yield await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        # The relay's own statements (a claim every poll, in every process) are not traced:
+        # each would be a trace of its own. Its publishes are, in their writers' traces.
+        with untraced():
+            async with self._sessions() as session:
+                yield await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
     async def purge_published(self) -> int:
         """Delete rows published longer ago than the retention, and account history older than
         its own; returns how many outbox rows went."""
+        with untraced():
+            return await self._purge()
+
+    async def _purge(self) -> int:
         async with unit_of_work(self._sessions) as session:
             result = await session.execute(
                 delete(OutboxMessage).where(OutboxMessage.published_at < utcnow() - self._retention)
