@@ -8,7 +8,8 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: install run test test-faults bench bench-refresh bench-scheduler bench-rotate lint format \
+.PHONY: install run test test-faults bench bench-refresh bench-scheduler bench-spans bench-rotate \
+	lint format \
 	browser promtool asyncapi screenshots fuzz clean help
 
 help:
@@ -20,6 +21,7 @@ help:
 	@echo "make screenshots - pictures of the admin console for docs/ (needs a running make run)"
 	@echo "make fuzz  - a long schemathesis run against the API (FUZZ_CASES=20000)"
 	@echo "make bench-rotate - how fast connector keys rotate re-encrypts 100,000 token rows"
+	@echo "make bench-spans - what an exported span costs, and the outbox relay with publish spans"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -100,12 +102,16 @@ bench-refresh: install
 bench-scheduler: install
 	$(VENV)/bin/python -m bench.bench_scheduler $(ARGS)
 
+bench-spans: install
+	$(VENV)/bin/python -m bench.bench_spans $(ARGS)
+
 # Every benchmark; each prints one JSON line last and rewrites its section of docs/benchmarks.md.
 bench: install
 	$(VENV)/bin/python -m bench.bench_sandbox
 	$(VENV)/bin/python -m bench.bench_refresh --accounts 2000 --refreshers 2 --latency-ms 20
 	$(VENV)/bin/python -m bench.bench_refresh --accounts 2000 --refreshers 2 --latency-ms 0 --section refresh-no-latency
 	$(VENV)/bin/python -m bench.bench_scheduler
+	$(VENV)/bin/python -m bench.bench_spans
 	$(VENV)/bin/python -m bench.bench_api
 	$(VENV)/bin/python -m bench.bench_rotate
 

@@ -95,3 +95,32 @@ def test_stdlib_records_are_scrubbed_including_args_and_tracebacks(
     assert "ValueError" in output
     for secret in (ACCESS, REFRESH, CLIENT_SECRET):
         assert secret not in output
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "publish ebay.events.{org_id}.token.refreshed",
+        "refresh:0f8fad5b-d9cb-469f-a165-70867728950e:3",
+        "AUTHORIZATION: Basic dXNlcjpwYXNzd29yZA==",
+        "author\u0131zation: opaque-credential-value",  # dotless i: IGNORECASE takes it for i
+        "ba\u017fic dXNlcjpwYXNzd29yZA==",  # long s: IGNORECASE takes it for s
+        "ACCESS_TOKEN = v^1.1#i^1#r^0#abc",
+        "{'refresh_token' : 'opaque'}",
+        "Token=abc123 and TOKEN\t:\tdef456",
+        "X-EBAY-API-IAF-TOKEN: abcdef",
+        "<eBayAuthToken>AgAAAA**secret</eBayAuthToken>",
+        "callback?CODE=abc&State=xyz",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2ln",
+        "V%5E1.1%23I%5E1%23abc",
+        "Set-Cookie: session=abc",
+        "the token.refreshed event of a clean statement",
+    ],
+)
+def test_the_quick_check_never_skips_what_the_patterns_would_redact(text: str) -> None:
+    from connector_common.redaction import _PATTERNS
+
+    expected = text
+    for pattern, replacement in _PATTERNS:
+        expected = pattern.sub(replacement, expected)
+    assert redact_text(text) == expected

@@ -49,6 +49,7 @@ from connector_common.logs import get_logger
 from connector_common.messaging import Topology
 from connector_common.redaction import redact_text
 from connector_common.status import AccountStatus
+from connector_common.telemetry import untraced
 
 log = get_logger(__name__)
 
@@ -130,6 +131,10 @@ class PipelineCollector:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Collect until ``stop``; a failed read is logged and retried next interval."""
+        with untraced():  # a metrics read every interval is no trace anyone looks for
+            await self._run(stop)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             if self._active():
                 try:
