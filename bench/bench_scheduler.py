@@ -23,11 +23,13 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -40,6 +42,7 @@ from connector_common.logs import configure_logging
 from connector_common.messaging import Topology, connect
 from connector_common.provisioning import provision
 from connector_common.settings import DatabaseSettings, NatsSettings
+from connector_common.telemetry import ScrubbingSpanProcessor
 from connector_common.worker.settings import PipelineSettings
 from connector_devstack.embedded import EmbeddedNats, EmbeddedPostgres
 from connector_scheduler.service import Scheduler, SchedulerInstruments
@@ -108,7 +111,25 @@ async def make_due(engine: AsyncEngine, due: int) -> None:
         await autocommit.execute(text("VACUUM ANALYZE ebay_tokens"))
 
 
-async def measure(engine: AsyncEngine, nats_url: str, due: int, repeats: int) -> dict[str, Any]:
+class _Discard(SpanExporter):
+    """An exporter that drops what it gets: the cost of recording and scrubbing, no network."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def tracer_provider(exported: bool) -> TracerProvider:
+    """Spans recorded (no processor), or also passed through the production pipeline
+    (scrubbing, batch processor) to an exporter that drops them (``--traced``)."""
+    provider = TracerProvider()
+    if exported:
+        provider.add_span_processor(ScrubbingSpanProcessor(BatchSpanProcessor(_Discard())))
+    return provider
+
+
+async def measure(
+    engine: AsyncEngine, nats_url: str, due: int, repeats: int, traced: bool = False
+) -> dict[str, Any]:
     """Tick milliseconds (median of ``repeats``) with ``due`` accounts due."""
     client = await connect(NatsSettings(url=nats_url), "bench")
     js = client.jetstream()
@@ -119,7 +140,7 @@ async def measure(engine: AsyncEngine, nats_url: str, due: int, repeats: int) ->
         namespace="ebay",
         holder="bench",
         settings=PipelineSettings(refresh_lead_seconds=LEAD, scheduler_max_per_tick=1_000_000),
-        tracer=TracerProvider().get_tracer("bench"),
+        tracer=tracer_provider(traced).get_tracer("bench"),
         instruments=SchedulerInstruments.create(MeterProvider().get_meter("bench")),
     )
     ticks: list[float] = []
@@ -183,9 +204,9 @@ async def run(
             await grow(engine, org, size, target)
             size = target
             print(f"{size:,} accounts in {time.monotonic() - seeding:.0f}s", flush=True)
-            flat[size] = await measure(engine, nats.url, 100, args.repeats)
+            flat[size] = await measure(engine, nats.url, 100, args.repeats, args.traced)
             print(json.dumps({"accounts": size, "due": 100, **flat[size]}), flush=True)
-        many = await measure(engine, nats.url, args.due, args.repeats)
+        many = await measure(engine, nats.url, args.due, args.repeats, args.traced)
         print(json.dumps({"accounts": size, "due": args.due, **many}), flush=True)
     finally:
         await engine.dispose()
@@ -207,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--due", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-doc", dest="doc", action="store_false")
+    parser.add_argument(
+        "--traced", action="store_true", help="spans scrubbed and batch-exported (dropped)"
+    )
     args = parser.parse_args(argv)
     configure_logging("WARNING", "console")  # the numbers only
     with tempfile.TemporaryDirectory(prefix="bench-scheduler-") as tmp:

@@ -12,7 +12,7 @@ import pytest
 
 from connector_api.pages import status_label, status_tone
 from connector_common.db.engine import unit_of_work
-from connector_common.db.models import HealthCheck
+from connector_common.db.models import EbayAccount, HealthCheck
 from connector_common.events import utcnow
 from connector_common.status import AccountStatus
 from tests.api.conftest import Api, seed_account
@@ -201,4 +201,29 @@ async def test_the_console_shows_the_orgs_id_and_event_subject(api: Api) -> None
     assert f'<code data-testid="org-id">{org_id}</code>' in page
     assert f"{api.state.namespace}.events.{org_id}.&gt;" in page
     assert 'href="/docs"' in page
+    await client.aclose()
+
+
+async def test_a_tombstone_offers_only_delete_and_shows_no_empty_values(api: Api) -> None:
+    """An account eBay deleted keeps no seller data: reactivate and reconnect are refused (409),
+    so the page does not offer them, and its empty fields read as a dash, not 'None'."""
+    account = await seed_account(api, "Gone")
+    async with unit_of_work(api.state.sessions) as session:
+        row = await session.get(EbayAccount, account.id)
+        assert row is not None
+        row.deleted_by_ebay_at = utcnow()
+        row.is_active = False
+        row.deactivated_at = utcnow()
+        row.ebay_user_id = row.username = row.eias_token = None
+        row.marketplace_id = row.site_code = None
+        row.site_id = None
+    client = await login(api)
+    page = (await client.get(f"/admin/accounts/{account.id}")).text
+    assert "deleted by eBay" in page
+    assert f"/admin/accounts/{account.id}/delete" in page
+    assert "/reactivate" not in page
+    assert "/reconnect" not in page
+    console = (await client.get("/admin")).text
+    for html in (page, console):
+        assert "None" not in re.sub(r"<script.*?</script>", "", html, flags=re.S)
     await client.aclose()

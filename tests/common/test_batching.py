@@ -55,3 +55,40 @@ async def test_a_failed_flush_fails_every_item_of_its_batch_and_the_next_batch_r
     failed = await asyncio.gather(*(batcher.submit(s) for s in "ab"), return_exceptions=True)
     assert all(isinstance(f, ConnectionError) for f in failed)
     assert await batcher.submit("c") == "c"
+
+
+async def test_a_flush_continues_its_one_submitters_trace_or_links_all_of_them() -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("tests")
+    current: list[trace.SpanContext] = []
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        current.append(trace.get_current_span().get_span_context())
+        return list(items)
+
+    batcher: Batcher[int, int] = Batcher(flush, name="token write", tracer=tracer)
+    with tracer.start_as_current_span("refresh alone") as alone:
+        await batcher.submit(0)
+    # One item: the flush (its statements) is part of the submitter's trace.
+    assert current[0] == alone.get_span_context()
+
+    async def submit(number: int) -> trace.SpanContext:
+        with tracer.start_as_current_span(f"refresh {number}") as span:
+            await batcher.submit(number)
+            return span.get_span_context()
+
+    submitters = await asyncio.gather(*(submit(n) for n in range(3)))
+    # Several: a span of the batch's own, in none of their traces, linked to each of them.
+    (batch,) = [s for s in exporter.get_finished_spans() if s.name == "token write batch"]
+    assert batch.context is not None
+    assert current[1] == batch.context
+    assert batch.parent is None
+    assert batch.context.trace_id not in {s.trace_id for s in submitters}
+    assert {link.context.span_id for link in batch.links} == {s.span_id for s in submitters}

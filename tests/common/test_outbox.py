@@ -216,3 +216,56 @@ async def test_an_accounts_events_are_kept_in_its_history_with_failures_marked(
             select(func.count()).where(AccountHistory.account_id == account.id)
         )
     assert count == 0
+
+
+async def test_each_publish_is_a_producer_span_child_of_its_writer_and_parent_of_the_message(
+    engine: AsyncEngine, js: JetStreamContext, topology: Topology
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from connector_common.telemetry import extract_trace_context
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer = provider.get_tracer("tests")
+    sessions = create_session_factory(engine)
+    # Two writers in two traces (two API requests), relayed together in one batch.
+    writers = []
+    events = []
+    for _ in range(2):
+        with tracer.start_as_current_span("PATCH /ebay-accounts/{account_id}") as request:
+            async with unit_of_work(sessions) as session:
+                org = await make_org(session)
+                account = await make_account(session, org)
+                event = renamed(org.id, account.id)
+                enqueue_event(session, event, topology.namespace)
+        writers.append(request.get_span_context())
+        events.append(event)
+    relay = OutboxRelay(sessions, js, tracer=tracer)
+    assert await relay.publish_pending() == 2
+    publishes = {
+        (s.attributes or {}).get("messaging.message.id"): s
+        for s in spans.get_finished_spans()
+        if s.kind is trace.SpanKind.PRODUCER
+    }
+    for writer, event in zip(writers, events, strict=True):
+        span = publishes[str(event.event_id)]
+        assert span.name == f"publish {topology.namespace}.events.{{org_id}}.account.renamed"
+        attributes = dict(span.attributes or {})
+        assert attributes["messaging.system"] == "nats"
+        assert attributes["messaging.operation.type"] == "send"
+        assert attributes["messaging.operation.name"] == "publish"
+        assert attributes["messaging.destination.name"] == event.subject(topology.namespace)
+        assert span.parent is not None
+        assert span.context is not None
+        assert span.parent.span_id == writer.span_id
+        assert span.context.trace_id == writer.trace_id
+        # The message carries the publish span's context: a consumer's span is its child.
+        msg = await js.get_last_msg(topology.events_stream, event.subject(topology.namespace))
+        carried = trace.get_current_span(extract_trace_context(msg.headers)).get_span_context()
+        assert carried.span_id == span.context.span_id
+        assert carried.trace_id == writer.trace_id

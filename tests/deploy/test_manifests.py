@@ -85,7 +85,8 @@ EXPECTED_SECRETS = {
             nats_seed("api"),
             NATS_CA,
         },
-        "scheduler": {DB_APP, DB_CA, EBAY_SECRET, nats_seed("scheduler"), NATS_CA},
+        # No token key (it decrypts nothing), no eBay client secret (it calls eBay for nothing).
+        "scheduler": {DB_APP, DB_CA, nats_seed("scheduler"), NATS_CA},
         "token-refresher": {
             DB_APP,
             DB_CA,
@@ -114,7 +115,7 @@ EXPECTED_SECRETS = {
             DELETION_TOKEN,
             ("ebay-connector-app", "api-jwt-dev-secret"),
         },
-        "scheduler": {DB_APP, EBAY_SECRET},
+        "scheduler": {DB_APP},
         "token-refresher": {DB_APP, TOKEN_KEYS, EBAY_SECRET},
         "health-checker": {DB_APP, TOKEN_KEYS, EBAY_SECRET},
         "migrate": {("ebay-connector-db", "migrate-url")},
@@ -722,8 +723,7 @@ PRODUCTION_EGRESS = {
     "api": DNS
     | {(4222, "nats"), (5432, "ebay-connector-db"), (4318, "observability")}
     | {(443, "internet")},
-    "scheduler": DNS
-    | {(4222, "nats"), (5432, "ebay-connector-db"), (4318, "observability"), (443, "internet")},
+    "scheduler": DNS | {(4222, "nats"), (5432, "ebay-connector-db"), (4318, "observability")},
     "token-refresher": DNS
     | {(4222, "nats"), (5432, "ebay-connector-db"), (4318, "observability"), (443, "internet")},
     "health-checker": DNS

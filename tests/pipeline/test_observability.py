@@ -13,6 +13,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connector_common.crypto import TokenCipher
@@ -116,16 +117,29 @@ async def test_one_trace_runs_from_the_scheduler_tick_through_the_refresher_to_e
             await component.stop()
     finished = list(spans.get_finished_spans())
     tick = span_named(finished, "scheduler tick")
-    work = span_named(finished, "refresh process")
+    publish = span_named(finished, f"publish {topology.refresh_subject}")
+    work = span_named(finished, f"process {topology.refresh_subject}")
     ebay = span_named(finished, "ebay.oauth")
-    for span in (tick, work, ebay):
-        assert span.context is not None
     assert work.context is not None
     assert tick.context is not None
+    assert publish.context is not None
     assert ebay.context is not None
     assert work.context.trace_id == tick.context.trace_id == ebay.context.trace_id
+    # tick -> one PRODUCER span for the batch -> the worker's CONSUMER span, its child.
+    assert publish.kind is SpanKind.PRODUCER
+    assert publish.parent is not None
+    assert publish.parent.span_id == tick.context.span_id
+    assert publish.attributes is not None
+    assert publish.attributes["messaging.batch.message_count"] == 1
+    assert publish.attributes["messaging.operation.type"] == "send"
+    assert work.kind is SpanKind.CONSUMER
     assert work.parent is not None
-    assert work.parent.span_id == tick.context.span_id
+    assert work.parent.span_id == publish.context.span_id
+    assert work.attributes is not None
+    assert work.attributes["messaging.operation.type"] == "process"
+    assert work.attributes["messaging.consumer.group.name"] == topology.refresher_durable
+    assert work.attributes["messaging.destination.name"] == topology.refresh_subject
+    assert str(work.attributes["messaging.message.id"]).startswith("refresh:")
     assert ebay.parent is not None
     assert ebay.parent.span_id == work.context.span_id
     assert ebay.attributes is not None

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -173,11 +173,41 @@ async def test_ebays_limits_are_read_from_developer_analytics(
         assert (await repository.reported_limits(session))[TRADING].daily_limit == 5000
 
 
+async def test_one_replica_of_many_reads_each_interval_and_stores_the_quotas(
+    ebay_client: EbayClient, sandbox: SandboxHandle, engine: AsyncEngine
+) -> None:
+    sessions = create_session_factory(engine)
+    replicas = [LimitsReader(ebay_client, sessions, interval=3600) for _ in range(5)]
+    since = sandbox.calls()[-1]["at"] if sandbox.calls() else 0.0
+    results = await asyncio.gather(*(r.maybe_read() for r in replicas))
+    assert sum(r is not None for r in results) == 1  # the others found the reading taken
+    reads = [c for c in sandbox.calls(since=since) if c["route"] == "rate_limit"]
+    assert len(reads) == 1
+    async with unit_of_work(sessions) as session:
+        read_at, quotas = await repository.latest_quotas(session)
+    assert read_at is not None
+    trading = [q for q in quotas if q["api_name"] == "TradingAPI" and q["resource"] == "TradingAPI"]
+    assert trading
+    assert trading[0]["limit"] == 5000
+    assert all(
+        set(q) == {"api_context", "api_name", "resource", "limit", "remaining", "window_s"}
+        for q in quotas
+    )
+
+
 async def test_limits_stay_configured_when_the_app_token_is_refused(
     ebay_client: EbayClient, sandbox: SandboxHandle, engine: AsyncEngine
 ) -> None:
     sandbox.fault("rate_limit", "ebay_error", error_code="1100", status=403, count=10)
-    reader = LimitsReader(ebay_client, create_session_factory(engine), interval=3600)
+    sessions = create_session_factory(engine)
+    reader = LimitsReader(ebay_client, sessions, interval=3600)
     assert await reader.maybe_read() is None
-    async with unit_of_work(create_session_factory(engine)) as session:
+    async with unit_of_work(sessions) as session:
         assert await repository.reported_limits(session) == {}
+        assert await repository.latest_quotas(session) == (None, [])
+        # Tried again within minutes, not after the whole hour.
+        wait = await session.scalar(
+            text("SELECT extract(epoch FROM next_read_at - now()) FROM ebay_limits_reading")
+        )
+    assert wait is not None
+    assert 0 < wait <= 301

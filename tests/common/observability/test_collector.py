@@ -14,6 +14,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from connector_common.budget import repository as budget_repo
 from connector_common.crypto import TokenCipher
 from connector_common.db.engine import create_session_factory, unit_of_work
 from connector_common.db.models import (
@@ -181,11 +182,6 @@ async def test_a_replica_that_does_not_lead_reports_nothing_and_runs_no_query(
     reader = InMemoryMetricReader()
     meter = MeterProvider(metric_readers=[reader]).get_meter("tests")
     leading = False
-    polled: list[int] = []
-
-    async def poll() -> None:
-        polled.append(1)
-
     collector = PipelineCollector(
         create_session_factory(engine),
         js,
@@ -193,7 +189,6 @@ async def test_a_replica_that_does_not_lead_reports_nothing_and_runs_no_query(
         meter,
         interval=0.05,
         active=lambda: leading,
-        extra=[(3600, poll)],
     )
     stop = asyncio.Event()
     task = asyncio.create_task(collector.run(stop))
@@ -203,14 +198,12 @@ async def test_a_replica_that_does_not_lead_reports_nothing_and_runs_no_query(
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.02)
         assert collector.snapshot is None
-        assert polled == []
         assert "connector.outbox.backlog" not in points(reader)
         leading = True
         while collector.snapshot is None:
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.02)
         assert points(reader)["connector.outbox.backlog"] == [({}, 0)]
-        assert polled == [1]  # the hourly read ran once, not every interval
         leading = False
         while collector.snapshot is not None:
             assert asyncio.get_running_loop().time() < deadline
@@ -219,3 +212,40 @@ async def test_a_replica_that_does_not_lead_reports_nothing_and_runs_no_query(
     finally:
         stop.set()
         await task
+
+
+async def test_ebays_quotas_are_reported_from_the_last_reading_while_it_is_fresh(
+    engine: AsyncEngine, js: JetStreamContext, topology: Topology
+) -> None:
+    """A health checker stores what Developer Analytics said; the leading scheduler reports it
+    (it holds no client secret to ask eBay itself), and stops once the reading is stale."""
+    sessions = create_session_factory(engine)
+    quota = {
+        "api_context": "tradingapi",
+        "api_name": "TradingAPI",
+        "resource": "TradingAPI",
+        "limit": 5000,
+        "remaining": 4200,
+        "window_s": 86400,
+    }
+    async with unit_of_work(sessions) as session:
+        assert await budget_repo.claim_limits_reading(session, timedelta(hours=1))
+        await budget_repo.store_quotas(session, [quota], utcnow() - timedelta(minutes=10))
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("tests")
+    collector = PipelineCollector(sessions, js, topology, meter, quotas_max_age=900)
+    collector.snapshot = await collector.collect()
+    labels = {
+        "ebay.api": "analytics",
+        "ebay.api_context": "tradingapi",
+        "ebay.api_name": "TradingAPI",
+        "ebay.resource": "TradingAPI",
+    }
+    seen = points(reader)
+    assert seen["ebay.rate_limit.remaining"] == [(labels, 4200)]
+    assert seen["ebay.rate_limit.limit"] == [(labels, 5000)]
+
+    async with unit_of_work(sessions) as session:  # the health checkers stopped reading
+        await budget_repo.store_quotas(session, [quota], utcnow() - timedelta(minutes=20))
+    collector.snapshot = await collector.collect()
+    assert "ebay.rate_limit.remaining" not in points(reader)

@@ -109,3 +109,31 @@ def test_the_operation_is_the_first_keyword() -> None:
     assert operation_name("  select 1") == "SELECT"
     assert operation_name("(SELECT 1) UNION (SELECT 2)") == "SELECT"
     assert operation_name("") == "SQL"
+
+
+async def test_statements_run_untraced_are_timed_but_make_no_span(
+    traced: tuple[AsyncEngine, Telemetry, InMemorySpanExporter, InMemoryMetricReader],
+) -> None:
+    from connector_common.telemetry import untraced
+
+    engine, _telemetry, spans, reader = traced
+    with untraced():
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 'a relay poll'"))
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 'a traced statement'"))
+    texts = [str((s.attributes or {}).get("db.query.text")) for s in spans.get_finished_spans()]
+    assert "SELECT 'a traced statement'" in texts
+    assert not [t for t in texts if "relay poll" in t]
+    data = reader.get_metrics_data()
+    assert data is not None
+    counts = [
+        int(getattr(point, "count", 0))
+        for r in data.resource_metrics
+        for sc in r.scope_metrics
+        for m in sc.metrics
+        if m.name == "db.client.operation.duration"
+        for point in m.data.data_points
+        if (point.attributes or {}).get("db.operation.name") == "SELECT"
+    ]
+    assert sum(counts) >= 2  # both timed

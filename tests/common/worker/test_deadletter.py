@@ -98,3 +98,41 @@ async def test_a_dead_letter_too_big_for_nats_is_stored_cut_and_the_connection_s
 
 async def _empty(js: JetStreamContext, topology: Topology) -> bool:
     return await work_left(js, topology) == 0
+
+
+async def test_a_dead_letter_is_published_in_the_failed_messages_trace(
+    js: JetStreamContext, topology: Topology
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from connector_common.telemetry import extract_trace_context
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer = provider.get_tracer("tests")
+    letter = DeadLetter(
+        kind="refresh",
+        subject=topology.refresh_subject,
+        payload=b"not json",
+        headers={"Nats-Msg-Id": "bad-1"},
+        reason="malformed refresh request: body: invalid JSON",
+        deliveries=1,
+        stream=topology.work_stream,
+        stream_seq=9,
+        consumer=topology.refresher_durable,
+    )
+    with tracer.start_as_current_span("process", kind=trace.SpanKind.CONSUMER) as process:
+        await DeadLetters(js, topology, tracer=tracer).publish(letter)
+    (publish,) = [s for s in spans.get_finished_spans() if s.kind is trace.SpanKind.PRODUCER]
+    assert publish.name == f"publish {topology.dlq_subject('refresh')}"
+    assert publish.parent is not None
+    assert publish.parent.span_id == process.get_span_context().span_id
+    assert dict(publish.attributes or {})["messaging.message.id"] == f"dlq:{topology.work_stream}:9"
+    [(_subject, headers, _payload)] = await dead_letters(js, topology)
+    carried = trace.get_current_span(extract_trace_context(headers)).get_span_context()
+    assert publish.context is not None
+    assert carried.span_id == publish.context.span_id

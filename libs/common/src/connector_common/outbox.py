@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from nats.js import JetStreamContext
+from opentelemetry import trace
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -34,8 +35,14 @@ from connector_common.events import (
 )
 from connector_common.logs import Throttle, get_logger
 from connector_common.messaging import BulkPublisher
+from connector_common.observability.messaging import (
+    MESSAGE_ID_HEADER,
+    carry,
+    end_publish_span,
+    start_publish_span,
+)
 from connector_common.redaction import redact_text
-from connector_common.telemetry import inject_trace_headers
+from connector_common.telemetry import extract_trace_context, inject_trace_headers, untraced
 
 log = get_logger(__name__)
 
@@ -192,12 +199,17 @@ _FAILED = text(
 
 def _headers(row: Any) -> dict[str, str]:
     headers = {str(k): str(v) for k, v in (row.headers or {}).items()}
-    headers.setdefault("Nats-Msg-Id", str(row.id))
+    headers.setdefault(MESSAGE_ID_HEADER, str(row.id))
     return headers
 
 
 class OutboxRelay:
-    """Publishes committed outbox rows to JetStream; safe to run in many replicas at once."""
+    """Publishes committed outbox rows to JetStream; safe to run in many replicas at once.
+
+    Each row's publish is a PRODUCER span, child of the trace context stored with the row (the
+    request or refresh that wrote it), and the published headers carry that span's context, so
+    the consumer's span is its child: one trace from the write to the handling.
+    """
 
     def __init__(
         self,
@@ -210,8 +222,10 @@ class OutboxRelay:
         retention: timedelta = timedelta(days=1),
         history_retention: timedelta = timedelta(days=7),
         on_cycle: Callable[[], Awaitable[None] | None] | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._sessions = sessions
+        self._tracer = tracer or trace.get_tracer(__name__)
         self._js = js
         self._publisher = BulkPublisher.for_jetstream(js)
         self._failures = Throttle(30.0)  # an outage: one line per kind per 30 s
@@ -274,12 +288,28 @@ class OutboxRelay:
             rows = sorted(claimed.all(), key=lambda row: row.created_at)
         if not rows:
             return 0
-        # Every publish in flight at once, their acks awaited together (one span for the batch
-        # would go here); order on the wire is the order of the rows.
-        results = await self._publisher.publish(
-            [(row.subject, row.payload.encode(), _headers(row)) for row in rows],
-            self._publish_timeout,
-        )
+        # Every publish in flight at once, their acks awaited together; order on the wire is
+        # the order of the rows. One span per row: each continues the trace of its own writer.
+        messages = []
+        spans = []
+        for row in rows:
+            headers = _headers(row)
+            span = start_publish_span(
+                self._tracer,
+                row.subject,
+                parent=extract_trace_context(headers),
+                message_id=headers[MESSAGE_ID_HEADER],
+            )
+            spans.append(span)
+            messages.append((row.subject, row.payload.encode(), carry(span, headers)))
+        try:
+            results = await self._publisher.publish(messages, self._publish_timeout)
+        except BaseException as exc:
+            for span in spans:
+                end_publish_span(span, False, type(exc).__name__)
+            raise
+        for span, result in zip(spans, results, strict=True):
+            end_publish_span(span, result.ok, result.error, duplicate=result.duplicate)
         published = [row.id for row, result in zip(rows, results, strict=True) if result.ok]
         failed = [
             (row.id, redact_text(result.error or "not published")[:500])
@@ -305,12 +335,19 @@ class OutboxRelay:
 
     @contextlib.asynccontextmanager
     async def _autocommit(self) -> AsyncIterator[AsyncConnection]:
-        async with self._sessions() as session:
-            yield await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        # The relay's own statements (a claim every poll, in every process) are not traced:
+        # each would be a trace of its own. Its publishes are, in their writers' traces.
+        with untraced():
+            async with self._sessions() as session:
+                yield await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
     async def purge_published(self) -> int:
         """Delete rows published longer ago than the retention, and account history older than
         its own; returns how many outbox rows went."""
+        with untraced():
+            return await self._purge()
+
+    async def _purge(self) -> int:
         async with unit_of_work(self._sessions) as session:
             result = await session.execute(
                 delete(OutboxMessage).where(OutboxMessage.published_at < utcnow() - self._retention)

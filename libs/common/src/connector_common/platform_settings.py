@@ -40,7 +40,9 @@ class BudgetSettings(BaseModel):
     pace_burst_percent: float = Field(default=2.0, ge=0, le=100)
     # Prefer the limits eBay reports through Developer Analytics getRateLimits (app token).
     use_ebay_limits: bool = True
-    limits_refresh_seconds: float = Field(default=3600.0, ge=60)
+    # How often one health checker of all reads them (they also feed the ebay.rate_limit.*
+    # gauges): 288 Developer Analytics calls a day at 300 s, of its 5,000.
+    limits_refresh_seconds: float = Field(default=300.0, ge=60)
     # Every process adds its buffered counts to PostgreSQL this often (and when it stops).
     flush_seconds: float = Field(default=1.0, gt=0, le=60)
 

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
-from opentelemetry.context import Context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -162,6 +163,23 @@ def traced_span(tracer: trace.Tracer, name: str, **kwargs: Any) -> Iterator[trac
             raise
 
 
+@contextmanager
+def untraced() -> Iterator[None]:
+    """No span for the statements run inside (OpenTelemetry's "suppress instrumentation" flag,
+    which our database instrumentation honours): probes and the outbox relay's polling, each
+    of which would otherwise be a trace of its own every few seconds in every process."""
+    token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def tracing_suppressed() -> bool:
+    """Whether the current context is inside :func:`untraced`."""
+    return bool(otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY))
+
+
 def record_exception_redacted(span: trace.Span, exc: BaseException) -> None:
     """Record ``exc`` on ``span`` with its message and stack trace scrubbed."""
     message = redact_text(str(exc))
@@ -177,10 +195,13 @@ def record_exception_redacted(span: trace.Span, exc: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"[:300]))
 
 
-def inject_trace_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
-    """Add the current trace context (``traceparent``) to message headers."""
+def inject_trace_headers(
+    headers: dict[str, str] | None = None, *, context: Context | None = None
+) -> dict[str, str]:
+    """Add the trace context (``traceparent``) to message headers: the current one, or that of
+    ``context``."""
     carrier: dict[str, str] = dict(headers or {})
-    _PROPAGATOR.inject(carrier)
+    _PROPAGATOR.inject(carrier, context=context)
     return carrier
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import structlog
@@ -23,7 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connector_common.redaction import redact_text
-from connector_common.telemetry import record_exception_redacted
+from connector_common.telemetry import record_exception_redacted, untraced
 
 # Resolved at each use, so it follows configure_logging even when imported earlier.
 log = structlog.stdlib.get_logger("connector_api.access")
@@ -31,7 +32,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 # OpenTelemetry's recommended boundaries for HTTP durations, in seconds.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 # Polled every few seconds by kubelet and Prometheus: neither traced nor timed nor logged at INFO.
-PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/metrics"})
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     # The callback URL holds the authorization code: never send it on as a Referer.
@@ -117,7 +118,7 @@ class RequestMiddleware:
         probe = path in PROBE_PATHS
         # Probes every few seconds per pod would be most traces (~100k a day): not traced.
         spanning: AbstractContextManager[trace.Span] = (
-            nullcontext(trace.INVALID_SPAN)
+            _untraced_probe()
             if probe
             else tracer.start_as_current_span(
                 f"{method} {path}", kind=SpanKind.SERVER, context=extract(headers)
@@ -155,6 +156,13 @@ class RequestMiddleware:
                 _access_log(scope, int(outcome["status"]), latency_ms, context)
                 structlog.contextvars.clear_contextvars()
                 structlog.contextvars.bind_contextvars(**outer)
+
+
+@contextmanager
+def _untraced_probe() -> Iterator[trace.Span]:
+    """No span for a probe, nor for what it runs (its readiness query)."""
+    with untraced():
+        yield trace.INVALID_SPAN
 
 
 async def _read_bounded(receive: Receive) -> bytes:

@@ -134,7 +134,9 @@ class AppState:
                     await ensure_streams(js, self.topology, self.settings.nats.stream_replicas)
                 except Exception as exc:  # someone else manages the streams; keep going
                     log.warning("declaring streams failed", error=redact_text(str(exc))[:200])
-            self.relay = OutboxRelay(self.sessions, js)
+            self.relay = OutboxRelay(
+                self.sessions, js, tracer=self.telemetry.tracer("connector_common.outbox")
+            )
             log.info("nats connected; outbox relay running")
             await self.relay.run(self.stop)
             return

@@ -2,16 +2,15 @@
 
 Before each tick publishes, :meth:`BudgetPacer.plan` reads today's counters (every replica's
 calls, see ``connector_common.budget.recorder``), the limits (eBay's from Developer Analytics
-when allowed, else the settings) and the work in flight, and says how many refreshes and health
-checks may start (``connector_common.budget.plan``). After it published, :meth:`settle` notes
-work that was held back because a budget is gone for the day: one ``budget.exhausted`` event and
-one log line per UTC day and kind of work, whichever replica sees it first.
+when allowed, as the health checkers stored them, else the settings) and the work in flight,
+and says how many refreshes and health checks may start (``connector_common.budget.plan``).
+After it published, :meth:`settle` notes work that was held back because a budget is gone for
+the day: one ``budget.exhausted`` event and one log line per UTC day and kind of work,
+whichever replica sees it first.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +18,6 @@ from datetime import datetime, timedelta
 from opentelemetry import metrics
 
 from connector_common.budget import repository as budget_repo
-from connector_common.budget.analytics import LimitsReader
 from connector_common.budget.plan import (
     DAY,
     Figures,
@@ -71,11 +69,9 @@ class BudgetPacer:
     tick_seconds: float
     requeue_seconds: float
     refresh_lead_seconds: float
-    limits: LimitsReader | None = None
     meter: metrics.Meter | None = None
     clock: Callable[[], datetime] | None = None  # tests: a day's times; default PostgreSQL's
     _health_state: str = "open"
-    _limits_task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         meter = self.meter or metrics.get_meter(__name__)
@@ -88,7 +84,6 @@ class BudgetPacer:
 
     async def plan(self) -> Caps:
         """How many refreshes and health checks may start now."""
-        self._read_limits()
         lead = timedelta(seconds=self.refresh_lead_seconds)
         requeue = timedelta(seconds=self.requeue_seconds)
         async with unit_of_work(self.sessions) as session:
@@ -192,32 +187,6 @@ class BudgetPacer:
             deferred_until=until.isoformat(),
             reason=health.reason if health is not None else None,
         )
-
-    def _read_limits(self) -> None:
-        """Read eBay's limits in the background when due: a slow eBay never delays a tick."""
-        if self.limits is None or not self.settings.use_ebay_limits:
-            return
-        if self._limits_task is not None and not self._limits_task.done():
-            return
-        self._limits_task = asyncio.create_task(self._read_limits_once(self.limits))
-
-    @staticmethod
-    async def _read_limits_once(reader: LimitsReader) -> None:
-        try:
-            await reader.maybe_read()
-        except Exception as exc:  # eBay errors are handled inside; this is the database
-            log.warning(
-                "storing eBay's rate limits failed",
-                error=redact_text(f"{type(exc).__name__}: {exc}")[:200],
-            )
-
-    async def aclose(self) -> None:
-        """Stop a reading of eBay's limits still in flight (shutdown)."""
-        task = self._limits_task
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
 
     def _measure(self, found: dict[str, Figures]) -> None:
         for bucket, figure in found.items():

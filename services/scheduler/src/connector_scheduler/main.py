@@ -10,9 +10,7 @@ from datetime import timedelta
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from connector_common.budget.analytics import LimitsReader
 from connector_common.budget.usage import current_usage
-from connector_common.ebay import EbayClient
 from connector_common.logs import Throttle, get_logger
 from connector_common.observability.collector import PipelineCollector
 from connector_common.redaction import redact_text
@@ -36,13 +34,6 @@ class SchedulerLoop:
         assert isinstance(settings, SchedulerSettings)
         self._context = context
         self._interval = settings.pipeline.scheduler_tick_seconds
-        # For Developer Analytics getRateLimits: eBay's real daily limits and quotas.
-        self._ebay = EbayClient(
-            settings.ebay,
-            tracer_provider=context.telemetry.tracer_provider,
-            meter_provider=context.telemetry.meter_provider,
-            on_call=context.calls.record if context.calls is not None else None,
-        )
         budget = settings.ebay.budget
         self._scheduler = Scheduler(
             sessions=context.sessions,
@@ -59,7 +50,6 @@ class SchedulerLoop:
                 tick_seconds=self._interval,
                 requeue_seconds=settings.pipeline.requeue_seconds,
                 refresh_lead_seconds=settings.pipeline.refresh_lead_seconds,
-                limits=LimitsReader(self._ebay, context.sessions, budget.limits_refresh_seconds),
                 meter=context.telemetry.meter(SERVICE),
             ),
             sweep=ReconsentSweep(
@@ -78,7 +68,6 @@ class SchedulerLoop:
             unit="1",
             description="1 while this scheduler replica holds the leader lease, else 0",
         )
-        polls = settings.metrics.rate_limit_poll_seconds
         self.collector = PipelineCollector(
             context.sessions,
             context.js,
@@ -87,7 +76,9 @@ class SchedulerLoop:
             interval=settings.metrics.interval_seconds,
             active=lambda: self.leading,
             budget=lambda: current_usage(context.sessions, budget),
-            extra=[(polls, self._ebay.app_rate_limits)] if polls else [],
+            # eBay's quotas as the health checkers stored them (they read Developer Analytics:
+            # the scheduler holds no eBay client secret); a reading three intervals old is stale.
+            quotas_max_age=3 * budget.limits_refresh_seconds,
         )
         self._collector_task: asyncio.Task[None] | None = None
         self._failures = Throttle(30.0)  # an outage: one line per kind per 30 s
@@ -117,10 +108,6 @@ class SchedulerLoop:
         with contextlib.suppress(Exception):
             await self._scheduler.resign()
         self.leading = False
-        if self._scheduler.pacer is not None:
-            await self._scheduler.pacer.aclose()
-        with contextlib.suppress(Exception):
-            await self._ebay.aclose()
         return unfinished
 
     async def _run(self) -> None:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from connector_common.db.models import BudgetDeferral, CallCount, ReportedRateLimit
+from connector_common.db.models import (
+    BudgetDeferral,
+    CallCount,
+    LimitsReading,
+    ReportedRateLimit,
+)
 
 
 @dataclass(frozen=True)
@@ -138,3 +145,44 @@ async def deferrals(session: AsyncSession, day: date) -> list[BudgetDeferral]:
     return list(
         (await session.scalars(select(BudgetDeferral).where(BudgetDeferral.day == day))).all()
     )
+
+
+async def claim_limits_reading(session: AsyncSession, every: timedelta) -> bool:
+    """Take the reading of eBay's limits that is due, if any: True for exactly one caller per
+    ``every`` across all replicas (one conditional upsert; the row is made on first use)."""
+    statement = pg_insert(LimitsReading).values(id=1, next_read_at=text("now() + :every"))
+    claimed = await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[LimitsReading.id],
+            set_={"next_read_at": text("now() + :every")},
+            where=LimitsReading.next_read_at <= text("now()"),
+        ).returning(LimitsReading.id),
+        {"every": every},
+    )
+    return claimed.first() is not None
+
+
+async def retry_limits_reading(session: AsyncSession, after: timedelta) -> None:
+    """A claimed reading failed: the next one is due sooner than a whole interval."""
+    await session.execute(
+        text("UPDATE ebay_limits_reading SET next_read_at = least(next_read_at, now() + :after)"),
+        {"after": after},
+    )
+
+
+async def store_quotas(
+    session: AsyncSession, quotas: list[dict[str, Any]], read_at: datetime
+) -> None:
+    """What eBay said per API resource (the rate-limit gauges' source)."""
+    await session.execute(
+        text("UPDATE ebay_limits_reading SET quotas = CAST(:quotas AS jsonb), read_at = :at"),
+        {"quotas": json.dumps(quotas), "at": read_at},
+    )
+
+
+async def latest_quotas(session: AsyncSession) -> tuple[datetime | None, list[dict[str, Any]]]:
+    """The quotas last read and when (None, [] before the first reading)."""
+    row = (await session.execute(select(LimitsReading.read_at, LimitsReading.quotas))).first()
+    if row is None:
+        return None, []
+    return row.read_at, list(row.quotas or [])

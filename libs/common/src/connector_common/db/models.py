@@ -18,6 +18,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -454,6 +455,19 @@ class ReportedRateLimit(Base):
     ebay_remaining: Mapped[int | None] = mapped_column(BigInteger)
     ebay_reset: Mapped[datetime | None] = mapped_column(Timestamp)
     fetched_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class LimitsReading(Base):
+    """When eBay's limits are next read (one replica of all claims each reading), and the
+    per-resource quotas Developer Analytics last reported. One row."""
+
+    __tablename__ = "ebay_limits_reading"
+    __table_args__ = (CheckConstraint("id = 1", name="ebay_limits_reading_one_row"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, server_default=text("1"))
+    next_read_at: Mapped[datetime] = mapped_column(Timestamp)
+    read_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    quotas: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
 
 
 class BudgetDeferral(Base):

@@ -339,13 +339,23 @@ class EbayClient:
             account_key,
         )
 
-    async def app_rate_limits(self, *, api_context: str | None = None) -> RateLimits:
-        """Developer Analytics ``getRateLimits`` for our app (uses the application token)."""
+    async def app_rate_limits(
+        self, *, api_context: str | None = None, record: bool = True
+    ) -> RateLimits:
+        """Developer Analytics ``getRateLimits`` for our app (uses the application token).
+
+        ``record=False``: the quotas are not set on this client's ``ebay.rate_limit.*`` gauges
+        (a caller that stores them for another process to report)."""
         token = (await self.application_token()).access_token.get_secret_value()
 
         async def call(access_token: str) -> RateLimits:
             return await self._rate_limits(
-                self.endpoints.app_rate_limit, "getRateLimits", access_token, api_context, None
+                self.endpoints.app_rate_limit,
+                "getRateLimits",
+                access_token,
+                api_context,
+                None,
+                record=record,
             )
 
         return await call_with_token_refresh(call, token, self._renewed_app_token)
@@ -357,6 +367,8 @@ class EbayClient:
         access_token: str,
         api_context: str | None,
         account_key: str | None,
+        *,
+        record: bool = True,
     ) -> RateLimits:
         headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
         params = {"api_context": api_context} if api_context else None
@@ -364,7 +376,8 @@ class EbayClient:
         result: RateLimits = await self._transport.call(
             spec, parse_rate_limits, headers=headers, params=params
         )
-        self.instruments.record_rate_limits(result)
+        if record:
+            self.instruments.record_rate_limits(result)
         return result
 
     async def notification_public_key(self, kid: str) -> NotificationPublicKey:

@@ -21,6 +21,7 @@ metric                                     labels                          sourc
 ``connector.circuit_breakers``             ``state`` (open, half_open)     circuit_breakers table
 ``connector.accounts``                     ``status``, ``marketplace``     accounts and tokens
 ``connector.ebay.budget.used`` / ``.limit``  ``budget``                    :class:`BudgetSource`
+``ebay.rate_limit.remaining`` / ``.limit``  ``ebay.api_name``, ``ebay.resource``  stored quotas
 =========================================  ==============================  ======================
 """
 
@@ -28,9 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -39,6 +40,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from connector_common.budget import repository as budget_repo
 from connector_common.db.engine import SessionFactory, unit_of_work
 from connector_common.db.models import EbayAccount, EbayToken
 from connector_common.db.status import status_sql
@@ -47,6 +49,7 @@ from connector_common.logs import get_logger
 from connector_common.messaging import Topology
 from connector_common.redaction import redact_text
 from connector_common.status import AccountStatus
+from connector_common.telemetry import untraced
 
 log = get_logger(__name__)
 
@@ -85,13 +88,6 @@ BudgetSource = Callable[[], Awaitable[Sequence[BudgetUsage]]]
 
 
 @dataclass
-class _Periodic:
-    every: float
-    call: Callable[[], Awaitable[object]]
-    last: float = float("-inf")
-
-
-@dataclass
 class PipelineSnapshot:
     """Everything one collection read."""
 
@@ -102,6 +98,7 @@ class PipelineSnapshot:
     breakers: dict[str, int] = field(default_factory=dict)
     accounts: dict[tuple[str, str], int] = field(default_factory=dict)
     budgets: list[BudgetUsage] = field(default_factory=list)
+    quotas: list[dict[str, Any]] = field(default_factory=list)
 
 
 class PipelineCollector:
@@ -117,7 +114,7 @@ class PipelineCollector:
         interval: float = 15.0,
         active: Callable[[], bool] = lambda: True,
         budget: BudgetSource | None = None,
-        extra: Sequence[tuple[float, Callable[[], Awaitable[object]]]] = (),
+        quotas_max_age: float | None = None,
     ) -> None:
         self._sessions = sessions
         self._js = js
@@ -125,14 +122,19 @@ class PipelineCollector:
         self._interval = interval
         self._active = active
         self._budget = budget
-        # Other periodic reads (eBay's rate limits): (every seconds, call), run by the same loop.
-        self._extra = [_Periodic(every, call) for every, call in extra]
+        # eBay's quotas as a health checker last stored them, reported while younger than this
+        # (None: not reported); an older reading says nothing true about today's calls.
+        self._quotas_max_age = quotas_max_age
         self.snapshot: PipelineSnapshot | None = None
         self.cycles = 0  # loop iterations, led or not
         self._register(meter)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Collect until ``stop``; a failed read is logged and retried next interval."""
+        with untraced():  # a metrics read every interval is no trace anyone looks for
+            await self._run(stop)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             if self._active():
                 try:
@@ -142,7 +144,6 @@ class PipelineCollector:
                         "collecting pipeline metrics failed",
                         error=redact_text(f"{type(exc).__name__}: {exc}")[:300],
                     )
-                await self._run_extra()
             else:
                 self.snapshot = None  # another replica reports them
             self.cycles += 1
@@ -174,6 +175,12 @@ class PipelineCollector:
             snapshot.breakers = {state: 0 for state in BREAKER_STATES}
             snapshot.breakers.update({str(state): int(n) for state, n in rows})
             snapshot.accounts = await self._accounts(session)
+            if self._quotas_max_age is not None:
+                read_at, quotas = await budget_repo.latest_quotas(session)
+                if read_at is not None and (
+                    (utcnow() - read_at).total_seconds() <= self._quotas_max_age
+                ):
+                    snapshot.quotas = quotas
         if self._budget is not None:
             snapshot.budgets = list(await self._budget())
         return snapshot
@@ -229,20 +236,6 @@ class PipelineCollector:
             for known in AccountStatus:
                 counts.setdefault((known.value, marketplace), 0)
         return counts
-
-    async def _run_extra(self) -> None:
-        now = time.monotonic()
-        for periodic in self._extra:
-            if now - periodic.last < periodic.every:
-                continue
-            periodic.last = now
-            try:
-                await periodic.call()
-            except Exception as exc:
-                log.warning(
-                    "a periodic metrics read failed",
-                    error=redact_text(f"{type(exc).__name__}: {exc}")[:300],
-                )
 
     # --- gauges --------------------------------------------------------------------------------
 
@@ -326,3 +319,28 @@ class PipelineCollector:
             "eBay calls allowed per day by a budget (issue 8)",
             lambda s: [(b.limit, {"budget": b.budget}) for b in s.budgets],
         )
+        # The same names and labels the eBay client gives Developer Analytics answers.
+        gauge(
+            "ebay.rate_limit.remaining",
+            "{call}",
+            "Calls eBay still allows in the current window (Developer Analytics)",
+            lambda s: [
+                (q["remaining"], quota_labels(q)) for q in s.quotas if q["remaining"] is not None
+            ],
+        )
+        gauge(
+            "ebay.rate_limit.limit",
+            "{call}",
+            "Calls eBay allows per window (Developer Analytics)",
+            lambda s: [(q["limit"], quota_labels(q)) for q in s.quotas if q["limit"] is not None],
+        )
+
+
+def quota_labels(quota: dict[str, Any]) -> dict[str, str]:
+    """The labels of one stored quota: API and resource names, never an account."""
+    return {
+        "ebay.api": "analytics",
+        "ebay.api_context": str(quota["api_context"]),
+        "ebay.api_name": str(quota["api_name"]),
+        "ebay.resource": str(quota["resource"]),
+    }

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 from connector_common.redaction import redact_text
+from connector_common.telemetry import tracing_suppressed
 
 SCOPE = "connector_common.db"
 MAX_QUERY_TEXT = 2000  # a multi-row INSERT renders one placeholder group per row
@@ -58,6 +59,9 @@ class DatabaseInstrumentation:
         context = args[1] if len(args) > 1 else None
         if context is None:
             return
+        setattr(context, _STARTED, time.perf_counter())
+        if tracing_suppressed():
+            return  # timed, not traced (connector_common.telemetry.untraced)
         operation = operation_name(statement)
         span = self.tracer.start_span(
             f"{operation} {self.attributes.get('db.namespace', 'postgresql')}",
@@ -68,7 +72,6 @@ class DatabaseInstrumentation:
             span.set_attribute("db.operation.name", operation)
             span.set_attribute("db.query.text", statement[:MAX_QUERY_TEXT])
         setattr(context, _SPAN, span)
-        setattr(context, _STARTED, time.perf_counter())
 
     def after(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         context = args[1] if len(args) > 1 else None
@@ -81,22 +84,26 @@ class DatabaseInstrumentation:
         )
 
     def _finish(self, context: Any, statement: str, error: BaseException | None) -> None:
-        span = getattr(context, _SPAN, None)
-        if span is None:
+        started = getattr(context, _STARTED, None)
+        if started is None:
             return
+        span = getattr(context, _SPAN, None)
+        setattr(context, _STARTED, None)
         setattr(context, _SPAN, None)
-        elapsed = time.perf_counter() - getattr(context, _STARTED, time.perf_counter())
+        elapsed = time.perf_counter() - started
         labels = {
             "db.system.name": "postgresql",
             "db.operation.name": operation_name(statement),
         }
         if error is not None:
             labels["error.type"] = type(error).__name__
-            span.set_attribute("error.type", type(error).__name__)
-            # A driver's message may quote a value (a duplicate key): scrubbed, and short.
-            span.set_status(Status(StatusCode.ERROR, redact_text(str(error))[:300]))
+        if span is not None:
+            if error is not None:
+                span.set_attribute("error.type", type(error).__name__)
+                # A driver's message may quote a value (a duplicate key): scrubbed, and short.
+                span.set_status(Status(StatusCode.ERROR, redact_text(str(error))[:300]))
+            span.end()
         self.duration.record(elapsed, labels)
-        span.end()
 
     def remove(self) -> None:
         for name, listener in self._listeners():

@@ -156,10 +156,14 @@ class TokenStore:
         self._timing = timing
         self._default_scopes = tuple(default_scopes)
         self._on_commit = on_commit or (lambda: None)
-        self._claims: Batcher[uuid.UUID, Claim | Busy | None] = Batcher(self._claim_many)
-        self._written: Batcher[Refreshed, int | None] = Batcher(self._store_many)
+        self._claims: Batcher[uuid.UUID, Claim | Busy | None] = Batcher(
+            self._claim_many, name="token claim"
+        )
+        self._written: Batcher[Refreshed, int | None] = Batcher(
+            self._store_many, name="token write"
+        )
         self._failures: Batcher[_FailureWrite, tuple[int, datetime] | None] = Batcher(
-            self._fail_many
+            self._fail_many, name="token failure write"
         )
         self._leases = HeldLeases(self._autocommit, owner, timing.lease_seconds)
         meter = meter or metrics.get_meter(__name__)

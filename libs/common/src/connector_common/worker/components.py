@@ -8,9 +8,11 @@ and their handler; :class:`ConsumerComponent` is everything else, and
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from connector_common.crypto import TokenCipher
 from connector_common.ebay import CircuitBreaker, EbayClient, PostgresBreakerStore
@@ -26,6 +28,9 @@ from connector_common.worker.summary import BatchSummary
 log = get_logger(__name__)
 
 
+Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
 @dataclass(frozen=True)
 class ConsumerSpec:
     """What makes one worker kind."""
@@ -34,6 +39,9 @@ class ConsumerSpec:
     kind: str  # "refresh" | "health": the work subject's last token, and the DLQ's
     summary: tuple[str, str, str]  # BatchSummary(event, done outcome, verb)
     make_handler: Callable[[WorkerContext, EbayClient, TokenStore, BatchSummary], Handler]
+    # Work beside the consumer, run until the worker stops (the health checker reads eBay's
+    # limits with it): given the context and the client, returns ``run(stop)``.
+    background: Callable[[WorkerContext, EbayClient], Background] | None = None
 
 
 def build_ebay_client(context: WorkerContext) -> EbayClient:
@@ -84,6 +92,8 @@ class ConsumerComponent:
         self._store: TokenStore | None = None
         self._consumer: WorkConsumer | None = None
         self._watcher: MaxDeliveriesWatcher | None = None
+        self._halt = asyncio.Event()
+        self._background: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         context, spec = self._context, self._spec
@@ -118,13 +128,20 @@ class ConsumerComponent:
             consumer=durable,
         )
         await self._watcher.start()
+        if spec.background is not None:
+            run = spec.background(context, self._client)
+            self._background = asyncio.create_task(run(self._halt), name=f"{spec.service}-bg")
 
     async def stop(self) -> int:
         """Stop taking work and finish what is in work (graceful timeout); returns how many
         messages were abandoned to redelivery because the grace period ran out."""
         abandoned = 0
+        self._halt.set()
         if self._consumer is not None:
             abandoned = await self._consumer.stop()
+        if self._background is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._background, 10)
         if self._store is not None:
             await self._store.close()
         if self._watcher is not None:

@@ -43,6 +43,7 @@ from nats.js import JetStreamContext
 from opentelemetry import trace
 
 from connector_common.logs import Throttle, get_logger
+from connector_common.observability.messaging import process_attributes
 from connector_common.redaction import redact_text
 from connector_common.telemetry import extract_trace_context, traced_span
 from connector_common.worker.backoff import retry_delay
@@ -331,19 +332,19 @@ class WorkConsumer:
             max_deliver=self._settings.max_deliver,
             stream_seq=int(metadata.sequence.stream),
         )
+        body = msg.data or b""
+        name, attributes = process_attributes(
+            delivery.subject,
+            delivery.headers,
+            consumer_group=self._durable,
+            attempt=delivery.attempt,
+            body_size=len(body),
+        )
+        # A child of the publish span whose context the message carried.
         context = extract_trace_context(delivery.headers)
         with traced_span(
-            self._tracer,
-            f"{self.kind} process",
-            context=context,
-            kind=trace.SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "nats",
-                "messaging.destination.name": delivery.subject,
-                "messaging.message.delivery_attempt": delivery.attempt,
-            },
+            self._tracer, name, context=context, kind=trace.SpanKind.CONSUMER, attributes=attributes
         ) as span:
-            body = msg.data or b""
             settle = await self._run_handler(body, delivery)
             span.set_attribute("connector.settle", settle.action)
             await self._apply(msg, body, delivery, settle)

@@ -27,9 +27,11 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from opentelemetry import trace
 
 from connector_common.logs import get_logger
 from connector_common.messaging import Topology
+from connector_common.observability.messaging import carry, end_publish_span, start_publish_span
 from connector_common.redaction import redact_text
 
 log = get_logger(__name__)
@@ -66,10 +68,17 @@ class DeadLetter:
 class DeadLetters:
     """Publishes dead letters to the DLQ stream."""
 
-    def __init__(self, js: JetStreamContext, topology: Topology, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        topology: Topology,
+        timeout: float = 5.0,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
         self._js = js
         self._topology = topology
         self._timeout = timeout
+        self._tracer = tracer or trace.get_tracer(__name__)
 
     async def publish(self, letter: DeadLetter) -> None:
         """Store the dead letter; raises when JetStream did not confirm it."""
@@ -94,12 +103,18 @@ class DeadLetters:
         if len(payload) > MAX_PAYLOAD:
             headers[TRUNCATED_HEADER] = str(len(payload))
             payload = payload[:MAX_PAYLOAD]
-        await self._js.publish(
-            self._topology.dlq_subject(letter.kind),
-            payload,
-            headers=headers,
-            timeout=self._timeout,
-        )
+        # A PRODUCER span in the trace of the message that failed (the consumer's span is
+        # current), whose context the dead letter carries instead of the original's.
+        subject = self._topology.dlq_subject(letter.kind)
+        span = start_publish_span(self._tracer, subject, message_id=headers["Nats-Msg-Id"])
+        try:
+            await self._js.publish(
+                subject, payload, headers=carry(span, headers), timeout=self._timeout
+            )
+        except BaseException as exc:
+            end_publish_span(span, False, type(exc).__name__)
+            raise
+        end_publish_span(span, True)
         log.warning(
             "message dead-lettered",
             kind=letter.kind,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connector_common.logs import get_logger
+from connector_common.telemetry import untraced
 
 log = get_logger(__name__)
 
@@ -126,6 +127,10 @@ class ProbeServer:
             self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with untraced():  # a probe every few seconds: no trace (nor its readiness queries)
+            await self._answer(reader, writer)
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readline(), 5)
             # Drain the headers; nothing in them matters here.

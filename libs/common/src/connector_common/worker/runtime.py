@@ -249,7 +249,7 @@ async def _serve(
     topology = Topology(settings.nats.namespace)
     js = nc.jetstream()
     sessions = create_session_factory(engine)
-    relay = OutboxRelay(sessions, js)
+    relay = OutboxRelay(sessions, js, tracer=telemetry.tracer("connector_common.outbox"))
     context = WorkerContext(
         settings=settings,
         service=service,
@@ -262,7 +262,7 @@ async def _serve(
         telemetry=telemetry,
         relay=relay,
         progress=progress,
-        dead_letters=DeadLetters(js, topology),
+        dead_letters=DeadLetters(js, topology, tracer=telemetry.tracer("connector_common.worker")),
         stop=stop,
         calls=CallRecorder(sessions, flush_seconds=settings.ebay.budget.flush_seconds),
     )
