@@ -382,7 +382,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--connections", type=int, default=256)
     parser.add_argument("--saturate-seconds", type=float, default=8.0)
-    parser.add_argument("--profile", help="py-spy output of the API during the paced list")
+    parser.add_argument(
+        "--profile",
+        help="py-spy output of the API during the paced list (.txt raw, .json speedscope, else "
+        "svg); py-spy is not a dependency: install it into the venv first",
+    )
     parser.add_argument("--api-env", action="append", default=[], help="KEY=VALUE for the API")
     parser.add_argument("--section", default="api-load", help="docs/benchmarks.md section")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite the section")
