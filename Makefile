@@ -8,8 +8,8 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: install run test test-faults bench bench-refresh bench-scheduler bench-spans bench-rotate \
-	lint format \
+.PHONY: install run test test-faults bench bench-api bench-refresh bench-scheduler bench-spans \
+	bench-rotate lint format \
 	browser promtool asyncapi screenshots fuzz clean help
 
 help:
@@ -20,6 +20,7 @@ help:
 	@echo "make bench - every benchmark (docs/benchmarks.md); make bench-refresh ARGS=..."
 	@echo "make screenshots - pictures of the admin console for docs/ (needs a running make run)"
 	@echo "make fuzz  - a long schemathesis run against the API (FUZZ_CASES=20000)"
+	@echo "make bench-api - the API's read path under load vs a bare route; make bench-api ARGS=..."
 	@echo "make bench-rotate - how fast connector keys rotate re-encrypts 100,000 token rows"
 	@echo "make bench-spans - what an exported span costs, and the outbox relay with publish spans"
 
@@ -105,6 +106,11 @@ bench-scheduler: install
 bench-spans: install
 	$(VENV)/bin/python -m bench.bench_spans $(ARGS)
 
+# The API's read path under an open-loop load, side by side with a bare FastAPI route:
+# make bench-api ARGS="--rps 200 --seconds 20 --accounts 1000"
+bench-api: install
+	$(VENV)/bin/python -m bench.bench_api_load $(ARGS)
+
 # Every benchmark; each prints one JSON line last and rewrites its section of docs/benchmarks.md.
 bench: install
 	$(VENV)/bin/python -m bench.bench_sandbox
@@ -113,6 +119,7 @@ bench: install
 	$(VENV)/bin/python -m bench.bench_scheduler
 	$(VENV)/bin/python -m bench.bench_spans
 	$(VENV)/bin/python -m bench.bench_api
+	$(VENV)/bin/python -m bench.bench_api_load
 	$(VENV)/bin/python -m bench.bench_rotate
 
 lint: install

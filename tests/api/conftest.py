@@ -135,6 +135,9 @@ def make_settings(
                 "connect_per_org_per_minute": 100_000,
                 "callback_per_address_per_minute": 100_000,
             },
+            # Likewise load shedding: tests fire bursts of requests on purpose
+            # (test_load_shedding.py sets its own bounds).
+            "shedding": {"max_queued": 100_000, "max_wait_seconds": 60},
             **api,
         },
     )

@@ -45,6 +45,7 @@ from connector_api.schemas import ErrorBody, FieldError
 from connector_api.services.deletion import DeletionEndpoint
 from connector_api.sessions import SessionManager
 from connector_api.settings import ApiSettings
+from connector_api.shedding import LoadShedder, LoadSheddingMiddleware
 from connector_api.signing import CursorCodec, Sealed
 from connector_api.state import AppState, OrgDirectory
 from connector_common.budget.recorder import CallRecorder
@@ -146,6 +147,10 @@ def build_state(settings: ApiSettings, telemetry: Telemetry) -> AppState:
         oidc_signer=Sealed(session_secret, "oidc-login", max_age_seconds=OIDC_LOGIN_SECONDS),
         calls=calls,
         deletion=DeletionEndpoint(settings, sessions, ebay, settings.nats.namespace),
+        # The same pool; each statement its own transaction (psycopg's autocommit).
+        read_sessions=create_session_factory(
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+        ),
         oidc=oidc,
     )
 
@@ -182,6 +187,21 @@ def create_app(settings: ApiSettings, *, telemetry: Telemetry | None = None) -> 
         redoc_url=None,
     )
     app.add_middleware(RateLimitMiddleware)  # inside RequestMiddleware: 429s are logged too
+    shedding = settings.api.shedding
+    if shedding.enabled:
+        # Inside RequestMiddleware (a shed request is logged, timed and has its request id),
+        # outside the rate limits and everything else: a shed request costs next to nothing.
+        shedder = LoadShedder(
+            shedding.max_concurrent or settings.database.pool_size,
+            shedding.max_queued,
+            shedding.max_wait_seconds,
+        )
+        app.state.shedder = shedder
+        app.add_middleware(
+            LoadSheddingMiddleware,
+            shedder=shedder,
+            retry_after_seconds=shedding.retry_after_seconds,
+        )
     app.add_middleware(
         RequestMiddleware,
         max_body_bytes=settings.api.max_body_bytes,

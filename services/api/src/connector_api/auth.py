@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import math
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -104,6 +106,11 @@ class TokenVerifier:
         self._keys = keys
         self._algorithms = settings.pinned_algorithms
         self._clock = clock
+        # Tokens verified lately (by SHA-256, never the token itself): identity, the moment the
+        # entry ends, and the token's exp (an entry never outlives the token).
+        self._verified: OrderedDict[bytes, tuple[Identity, float, float]] = OrderedDict()
+        self._verified_seconds = settings.verified_cache_seconds
+        self._verified_max = settings.verified_cache_entries
 
     @property
     def keys(self) -> KeySource:
@@ -133,7 +140,32 @@ class TokenVerifier:
         await self._keys.aclose()
 
     async def verify(self, token: str) -> Identity:
-        """The identity a valid token carries; raises :class:`Unauthorized` otherwise."""
+        """The identity a valid token carries; raises :class:`Unauthorized` otherwise.
+
+        A token verified less than ``verified_cache_seconds`` ago is not verified again (a
+        client sends the same token with every request): its identity is reused until then,
+        and never once the token has expired.
+        """
+        if self._verified_seconds <= 0:
+            return await self._verify(token)
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        now = self._clock()
+        cached = self._verified.get(digest)
+        if cached is not None:
+            identity, until, expires = cached
+            if now < until and expires > now - self._settings.leeway_seconds:
+                return identity
+            del self._verified[digest]
+        identity, expires = await self._verify_with_expiry(token)
+        self._verified[digest] = (identity, now + self._verified_seconds, expires)
+        if len(self._verified) > self._verified_max:
+            self._verified.popitem(last=False)
+        return identity
+
+    async def _verify(self, token: str) -> Identity:
+        return (await self._verify_with_expiry(token))[0]
+
+    async def _verify_with_expiry(self, token: str) -> tuple[Identity, float]:
         header, claims = _unverified(token)
         algorithm = header.get("alg")
         if not isinstance(algorithm, str) or algorithm not in self._algorithms:
@@ -144,7 +176,7 @@ class TokenVerifier:
         kid = header.get("kid")
         key = await self._keys.key_for(kid if isinstance(kid, str) else None, algorithm)
         self._decode(token, key)
-        return identity
+        return identity, float(claims["exp"])
 
     def _decode(self, token: str, key: Any) -> dict[str, Any]:
         try:

@@ -27,7 +27,11 @@ from connector_common.db.engine import unit_of_work
 bearer_scheme = HTTPBearer(auto_error=False, description="A JWT from your identity provider.")
 
 
-def app_state(request: Request) -> AppState:
+# Dependencies are ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, a
+# thread hand-off per dependency and request (measured: ~9 % of the list route's CPU, issue 11).
+
+
+async def app_state(request: Request) -> AppState:
     """The state the lifespan built."""
     state: AppState = request.app.state.connector
     return state
@@ -48,6 +52,18 @@ async def db_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(db_session, scope="function")]
+
+
+async def read_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    """For routes that only read, one statement per answer: no transaction around it (each
+    statement sees its own snapshot), which saves the BEGIN and COMMIT round trips, about a
+    fifth of such a route's CPU (issue 11). Never for a route that writes."""
+    factory = state.read_sessions or state.sessions
+    async with factory() as session:
+        yield session
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(read_session, scope="function")]
 
 
 def log_context(request: Request) -> dict[str, object]:
@@ -91,7 +107,9 @@ def request_id(request: Request) -> str | None:
     return str(value) if value else None
 
 
-def request_context(request: Request, state: StateDep, principal: PrincipalDep) -> RequestContext:
+async def request_context(
+    request: Request, state: StateDep, principal: PrincipalDep
+) -> RequestContext:
     """Principal, request id and namespace for the service functions."""
     return RequestContext(
         principal=principal,
@@ -105,8 +123,13 @@ def request_context(request: Request, state: StateDep, principal: PrincipalDep) 
 ContextDep = Annotated[RequestContext, Depends(request_context)]
 
 
-def account_id_param(request: Request, account_id: str) -> uuid.UUID:
+async def account_id_param(request: Request, account_id: str) -> uuid.UUID:
     """An account id from the path; anything that is not a UUID is simply not found."""
+    return parse_account_id(request, account_id)
+
+
+def parse_account_id(request: Request, account_id: str) -> uuid.UUID:
+    """An account id from the path (bound to the log context); 404 unless it is a UUID."""
     try:
         parsed = uuid.UUID(account_id)
     except ValueError:
@@ -126,13 +149,18 @@ def _query_names(dependant: Dependant) -> set[str]:
     return names
 
 
-def known_query_params(request: Request) -> None:
+async def known_query_params(request: Request) -> None:
     """422 for a query parameter the route does not take: a misspelt filter would otherwise be
     ignored and the answer silently cover every account."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return
-    unknown = sorted(set(request.query_params) - _query_names(dependant))
+    # Worked out once per route and kept on it (a route's dependant never changes).
+    names: frozenset[str] | None = getattr(route, "_connector_query_names", None)
+    if names is None:
+        names = frozenset(_query_names(dependant))
+        setattr(route, "_connector_query_names", names)  # noqa: B010
+    unknown = sorted(set(request.query_params) - names)
     if unknown:
         raise InvalidInput("unknown query parameter", field=unknown[0][:100])

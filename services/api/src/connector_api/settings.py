@@ -45,6 +45,10 @@ class JwtSettings(BaseModel):
     jwks_backoff_max_seconds: float = Field(default=60.0, ge=1, le=3600)
     org_claim: str = "org_id"
     roles_claim: str = "roles"
+    # A token verified this recently is trusted again without checking its signature (never
+    # past its exp): clients send one token with many requests. 0 verifies every request.
+    verified_cache_seconds: float = Field(default=30.0, ge=0, le=300)
+    verified_cache_entries: int = Field(default=10_000, ge=1)
 
     @field_validator("algorithms", mode="before")
     @classmethod
@@ -118,6 +122,22 @@ class RateLimitSettings(BaseModel):
     callback_per_address_per_minute: int = Field(default=30, ge=1)
 
 
+class SheddingSettings(BaseModel):
+    """Load shedding (``CONNECTOR_API__SHEDDING__...``): past these bounds a replica answers 503
+    with ``Retry-After`` at once instead of queueing (the probes are never shed)."""
+
+    enabled: bool = True
+    # Requests running at once; unset: the database pool's size (CONNECTOR_DATABASE__POOL_SIZE),
+    # so that under load requests wait here, bounded, rather than opening and closing overflow
+    # connections (a new PostgreSQL connection costs more CPU than a whole page of accounts).
+    max_concurrent: int | None = Field(default=None, ge=1, le=10_000)
+    # Requests waiting for a slot, each at most max_wait_seconds (a burst of a few hundred
+    # waits; a sustained overload is answered 503 within max_wait_seconds).
+    max_queued: int = Field(default=200, ge=0, le=100_000)
+    max_wait_seconds: float = Field(default=1.0, gt=0, le=60)
+    retry_after_seconds: int = Field(default=1, ge=1, le=3600)
+
+
 class ApiGroup(BaseModel):
     """``CONNECTOR_API__*``."""
 
@@ -138,6 +158,7 @@ class ApiGroup(BaseModel):
     # How often an open admin console asks for fresh counts and rows (one small page of queries).
     console_refresh_seconds: int = Field(default=10, ge=1, le=3600)
     rate_limits: RateLimitSettings = RateLimitSettings()
+    shedding: SheddingSettings = SheddingSettings()
     # Audit entries older than this are deleted by a daily purge (0: keep them forever).
     audit_retention_days: int = Field(default=365, ge=0, le=36_500)
     # How often each replica checks whether today's purge is still to be done.

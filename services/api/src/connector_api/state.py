@@ -76,6 +76,8 @@ class AppState:
     limits: RateLimits
     calls: CallRecorder  # counts this process's eBay calls for the daily budget
     deletion: DeletionEndpoint  # eBay Marketplace Account Deletion notifications
+    # Sessions for routes that read with one statement (autocommit: no BEGIN/COMMIT round trips).
+    read_sessions: SessionFactory | None = None
     oidc: OidcClient | None = None
     nats: NatsClient | None = None
     relay: OutboxRelay | None = None

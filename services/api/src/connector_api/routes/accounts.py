@@ -1,4 +1,7 @@
-"""`/ebay-accounts`: thin routes; each validates, calls one service function, returns."""
+"""`/ebay-accounts`: thin routes; each validates, calls one service function, returns.
+
+The read routes answer plain values encoded once (:mod:`connector_api.fastjson`); their
+``response_model`` still documents the schema."""
 
 from __future__ import annotations
 
@@ -10,10 +13,12 @@ from pydantic import StringConstraints
 from connector_api.deps import (
     AccountIdDep,
     ContextDep,
+    ReadSessionDep,
     SessionDep,
     StateDep,
     known_query_params,
 )
+from connector_api.fastjson import json_response
 from connector_api.repository import AccountFilter
 from connector_api.schemas import (
     Account,
@@ -42,7 +47,7 @@ WRITE_ERRORS = error_responses(401, 403, 404, 409, 422)
 
 @router.get("", response_model=AccountPage, responses=error_responses(401, 403, 422))
 async def list_accounts(
-    session: SessionDep,
+    session: ReadSessionDep,
     ctx: ContextDep,
     state: StateDep,
     status_: Annotated[
@@ -70,7 +75,7 @@ async def list_accounts(
     ] = (SortKey.HOUSE_NAME),
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
-) -> AccountPage:
+) -> Response:
     """The org's accounts with status, token metadata and last health check."""
     filters = AccountFilter(
         statuses=tuple(status_ or ()),
@@ -79,7 +84,8 @@ async def list_accounts(
         active=active,
         search=search,
     )
-    return await listing.list_accounts(session, ctx, state.cursors, filters, sort, limit, cursor)
+    page = await listing.account_page(session, ctx, state.cursors, filters, sort, limit, cursor)
+    return json_response(page)
 
 
 @router.get("/summary", response_model=AccountSummary, responses=error_responses(401, 403))
@@ -89,22 +95,25 @@ async def summary(session: SessionDep, ctx: ContextDep) -> AccountSummary:
 
 
 @router.get("/{account_id}", response_model=Account, responses=READ_ERRORS)
-async def get_account(session: SessionDep, ctx: ContextDep, account_id: AccountIdDep) -> Account:
+async def get_account(
+    session: ReadSessionDep, ctx: ContextDep, account_id: AccountIdDep
+) -> Response:
     """One account of the org."""
-    return await listing.get_account(session, ctx, account_id)
+    return json_response(await listing.account_data(session, ctx, account_id))
 
 
 @router.get("/{account_id}/health-checks", response_model=HealthCheckPage, responses=READ_ERRORS)
 async def health_checks(
-    session: SessionDep,
+    session: ReadSessionDep,
     ctx: ContextDep,
     state: StateDep,
     account_id: AccountIdDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
-) -> HealthCheckPage:
+) -> Response:
     """The account's health check history, newest first."""
-    return await listing.health_history(session, ctx, state.cursors, account_id, limit, cursor)
+    page = await listing.health_page(session, ctx, state.cursors, account_id, limit, cursor)
+    return json_response(page)
 
 
 @router.patch("/{account_id}", response_model=Account, responses=WRITE_ERRORS)

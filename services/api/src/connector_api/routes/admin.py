@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from connector_api import views
 from connector_api.auth import Identity
-from connector_api.deps import StateDep, account_id_param, principal_for, request_id
+from connector_api.deps import StateDep, parse_account_id, principal_for, request_id
 from connector_api.errors import ApiError
 from connector_api.pages import render
 from connector_api.ratelimit import RateLimited
@@ -251,7 +251,7 @@ def _to_consent(app: AppState, response: Response, request: Request, nonce: str)
 
 
 def account_from_path(request: Request, account_id: str) -> uuid.UUID:
-    return account_id_param(request, account_id)
+    return parse_account_id(request, account_id)
 
 
 @router.post("/accounts/{account_id}/reconnect")
