@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from nats.js import JetStreamContext
 from opentelemetry import metrics, trace
@@ -148,19 +149,10 @@ class Scheduler:
                 rows = await repository.claim_due_refresh(
                     session, lead, requeue, min(settings.scheduler_batch_size, refresh_left), after
                 )
-                # The values come typed from our own database: validating them again was ~15 %
-                # of a tick's CPU. Every field is given: a default left to model_construct
-                # costs an inspect.signature of its factory per message (a third of a tick).
                 now = utcnow()
                 commands: list[Command] = [
                     RefreshToken.model_construct(
-                        command_id=uuid.uuid4(),
-                        requested_at=now,
-                        version=1,
-                        account_id=r.account_id,
-                        org_id=r.org_id,
-                        reason="scheduled",
-                        token_version=r.token_version,
+                        **_scheduled(r.account_id, r.org_id, now), token_version=r.token_version
                     )
                     for r in rows
                 ]
@@ -184,13 +176,7 @@ class Scheduler:
                 now = utcnow()
                 commands = [
                     CheckHealth.model_construct(
-                        command_id=uuid.uuid4(),
-                        requested_at=now,
-                        version=1,
-                        account_id=r.account_id,
-                        org_id=r.org_id,
-                        reason="scheduled",
-                        slot=slot,
+                        **_scheduled(r.account_id, r.org_id, now), slot=slot
                     )
                     for r in due
                 ]
@@ -278,3 +264,19 @@ def _lag(oldest_due_at: datetime | None, now: datetime) -> float:
     if oldest_due_at is None:
         return 0.0
     return max(0.0, (now - oldest_due_at).total_seconds())
+
+
+def _scheduled(account_id: uuid.UUID, org_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+    """Every field a scheduled command shares, for ``model_construct``.
+
+    The values come typed from our own database: validating them again was ~15 % of a tick's
+    CPU. Every field is given: a default left to ``model_construct`` costs an
+    ``inspect.signature`` of its factory per message (12.5 against 5-6 us per command)."""
+    return {
+        "command_id": uuid.uuid4(),
+        "requested_at": now,
+        "version": 1,
+        "account_id": account_id,
+        "org_id": org_id,
+        "reason": "scheduled",
+    }
