@@ -247,8 +247,19 @@ def main(argv: list[str] | None = None) -> int:
             postgres.stop()
     result.update(machine())
     if args.doc:
-        rows = [(f"{int(k):,}", "100", f"{v}") for k, v in result["tick_ms_100_due"].items()]
-        rows.append((f"{result['accounts']:,}", f"{result['due']:,}", f"**{result['tick_ms']}**"))
+        cpu = result["tick_cpu_ms_100_due"]
+        rows = [
+            (f"{int(k):,}", "100", f"{v}", f"{cpu[k]}")
+            for k, v in result["tick_ms_100_due"].items()
+        ]
+        rows.append(
+            (
+                f"{result['accounts']:,}",
+                f"{result['due']:,}",
+                f"**{result['tick_ms']}**",
+                f"{result['tick_cpu_ms']}",
+            )
+        )
         rewrite_section(
             "scheduler",
             f"**Last run ({result['date']})**, {result['cpus']} CPUs, load average before the "
