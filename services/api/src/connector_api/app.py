@@ -157,9 +157,7 @@ def build_state(settings: ApiSettings, telemetry: Telemetry) -> AppState:
         calls=calls,
         deletion=DeletionEndpoint(settings, sessions, ebay, settings.nats.namespace),
         # The same pool; each statement its own transaction (psycopg's autocommit).
-        read_sessions=create_session_factory(
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-        ),
+        read_engine=engine.execution_options(isolation_level="AUTOCOMMIT"),
         oidc=oidc,
     )
 
