@@ -59,6 +59,9 @@ from connector_common.telemetry import Telemetry, setup_telemetry
 # Resolved at each use, so it follows configure_logging even when imported earlier.
 log = structlog.stdlib.get_logger(__name__)
 
+# A pooled connection unused for longer is pinged (a round trip) before it is handed out.
+PING_IDLE_SECONDS = 30.0
+
 # What FastAPI raises (400) when it cannot decode a request body at all.
 FASTAPI_BODY_ERROR = "There was an error parsing the body"
 
@@ -106,7 +109,13 @@ def build_state(settings: ApiSettings, telemetry: Telemetry) -> AppState:
         # Development only (production refuses to start without one): sessions end on restart.
         else secrets.token_urlsafe(32)
     )
-    engine = create_engine(settings.database, application_name=settings.service_name)
+    # A connection per request: check it with a round trip only when it may be dead (idle
+    # for a while, or closed by the server), not at every checkout (issue 11).
+    engine = create_engine(
+        settings.database,
+        application_name=settings.service_name,
+        ping_idle_seconds=PING_IDLE_SECONDS,
+    )
     instrument_engine(
         engine, telemetry.tracer_provider, telemetry.meter_provider, settings.service_name
     )
@@ -148,9 +157,7 @@ def build_state(settings: ApiSettings, telemetry: Telemetry) -> AppState:
         calls=calls,
         deletion=DeletionEndpoint(settings, sessions, ebay, settings.nats.namespace),
         # The same pool; each statement its own transaction (psycopg's autocommit).
-        read_sessions=create_session_factory(
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-        ),
+        read_engine=engine.execution_options(isolation_level="AUTOCOMMIT"),
         oidc=oidc,
     )
 

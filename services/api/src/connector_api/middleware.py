@@ -57,6 +57,14 @@ class RequestMiddleware:
         self.max_body_bytes = max_body_bytes
         self.security_headers = [*SECURITY_HEADERS, *([HSTS_HEADER] if hsts else [])]
         self._histogram: tuple[Any, Histogram] | None = None
+        self._tracer: tuple[Any, trace.Tracer] | None = None
+
+    def _tracer_for(self, scope: Scope) -> trace.Tracer:
+        """The app's tracer (made once per provider, not per request: issue 11)."""
+        provider = _provider(scope)
+        if self._tracer is None or self._tracer[0] is not provider:
+            self._tracer = (provider, trace.get_tracer("connector_api", tracer_provider=provider))
+        return self._tracer[1]
 
     def _duration(self, scope: Scope) -> Histogram | None:
         """The request duration histogram of the app's meter provider (made once per provider)."""
@@ -109,7 +117,7 @@ class RequestMiddleware:
                     raise _BodyTooLarge
             return message
 
-        tracer = trace.get_tracer("connector_api", tracer_provider=_provider(scope))
+        tracer = self._tracer_for(scope)
         duration = self._duration(scope)
         # Dependencies bind org_id / account_id for this request; restore what was bound before
         # so nothing leaks into the next request served by the same task.

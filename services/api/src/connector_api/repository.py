@@ -26,7 +26,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.types import NullType
 
 from connector_api.schemas import SortKey
@@ -162,13 +162,22 @@ ACCOUNT_COLUMNS = (
     # Handed on as psycopg reads it (a list of str): no per-item result processing.
     type_coerce(EbayToken.scopes, NullType()).label("scopes"),
 )
+# What the read routes query through: a Core connection (their dependency hands one out, no ORM
+# session around it: issue 11), or a session (the console's pages, the services).
+Reader = AsyncSession | AsyncConnection
+
+
+async def _connection(db: Reader) -> AsyncConnection:
+    return db if isinstance(db, AsyncConnection) else await db.connection()
+
+
 # Rows are read into named tuples: a SQLAlchemy Row's attribute access costs ~0.5-1 us (a
 # Python-level lookup), a named tuple's ~30 ns, and a page reads ~35 attributes of 50 rows.
 AccountRow = namedtuple("AccountRow", [c.key for c in ACCOUNT_COLUMNS])  # type: ignore[misc]
 
 
 async def list_accounts(
-    session: AsyncSession,
+    session: Reader,
     org_id: uuid.UUID,
     filters: AccountFilter,
     sort: SortKey,
@@ -179,7 +188,7 @@ async def list_accounts(
 ) -> Sequence[Any]:
     """One page of the org's accounts (``limit`` rows; ask for one more to see if more exist),
     as rows of :data:`ACCOUNT_COLUMNS`."""
-    connection = await session.connection()
+    connection = await _connection(session)
     name = sort.value.lstrip("-")
     if not filters.statuses and not filters.search and name != "status":
         # The common pages: a statement built once per shape, values as bind parameters.
@@ -300,19 +309,17 @@ _ACCOUNT_EXISTS = select(EbayAccount.id).where(
 )
 
 
-async def account_row(
-    session: AsyncSession, org_id: uuid.UUID, account_id: uuid.UUID
-) -> Any | None:
+async def account_row(session: Reader, org_id: uuid.UUID, account_id: uuid.UUID) -> Any | None:
     """The org's account with its token's metadata, as a row of :data:`ACCOUNT_COLUMNS`."""
-    connection = await session.connection()
+    connection = await _connection(session)
     params = {"account_id": account_id, "org_id": org_id}
     row = (await connection.execute(_ACCOUNT_BY_ID, params)).first()
     return None if row is None else AccountRow._make(row)
 
 
-async def account_exists(session: AsyncSession, org_id: uuid.UUID, account_id: uuid.UUID) -> bool:
+async def account_exists(session: Reader, org_id: uuid.UUID, account_id: uuid.UUID) -> bool:
     """True when the account exists and is the org's."""
-    connection = await session.connection()
+    connection = await _connection(session)
     params = {"account_id": account_id, "org_id": org_id}
     return (await connection.execute(_ACCOUNT_EXISTS, params)).first() is not None
 
@@ -421,7 +428,7 @@ HealthCheckRow = namedtuple("HealthCheckRow", [c.key for c in HEALTH_CHECK_COLUM
 
 
 async def health_checks(
-    session: AsyncSession,
+    session: Reader,
     org_id: uuid.UUID,
     account_id: uuid.UUID,
     after: tuple[datetime, int] | None,
@@ -433,7 +440,7 @@ async def health_checks(
     if after is not None:
         params["after_at"], params["after_id"] = after
     stmt = _HEALTH_PAGE[after is not None]
-    connection = await session.connection()
+    connection = await _connection(session)
     return [HealthCheckRow._make(row) for row in await connection.execute(stmt, params)]
 
 

@@ -76,8 +76,9 @@ class AppState:
     limits: RateLimits
     calls: CallRecorder  # counts this process's eBay calls for the daily budget
     deletion: DeletionEndpoint  # eBay Marketplace Account Deletion notifications
-    # Sessions for routes that read with one statement (autocommit: no BEGIN/COMMIT round trips).
-    read_sessions: SessionFactory | None = None
+    # The engine (same pool) for routes that read with one statement each: autocommit, no
+    # BEGIN/COMMIT round trips; a Core connection, no ORM session (issue 11).
+    read_engine: AsyncEngine | None = None
     oidc: OidcClient | None = None
     nats: NatsClient | None = None
     relay: OutboxRelay | None = None

@@ -126,7 +126,7 @@ def _query_key(filters: repo.AccountFilter, sort: SortKey) -> str:
 
 
 async def account_page(
-    session: AsyncSession,
+    session: repo.Reader,
     ctx: RequestContext,
     cursors: CursorCodec,
     filters: repo.AccountFilter,
@@ -212,7 +212,7 @@ async def summary(session: AsyncSession, ctx: RequestContext) -> AccountSummary:
 
 
 async def account_data(
-    session: AsyncSession, ctx: RequestContext, account_id: uuid.UUID
+    session: repo.Reader, ctx: RequestContext, account_id: uuid.UUID
 ) -> dict[str, Any]:
     """One of the caller's accounts as plain values (one query); 404 for another org's."""
     row = await repo.account_row(session, ctx.principal.org_id, account_id)
@@ -227,7 +227,7 @@ async def get_account(session: AsyncSession, ctx: RequestContext, account_id: uu
 
 
 async def health_page(
-    session: AsyncSession,
+    session: repo.Reader,
     ctx: RequestContext,
     cursors: CursorCodec,
     account_id: uuid.UUID,
