@@ -196,7 +196,7 @@ async def test_a_nats_server_killed_mid_burst_loses_no_refresh_and_duplicates_no
                 async def api_reaches_jetstream() -> bool:
                     # Its readiness asks JetStream with a 2 s timeout: right after the kill,
                     # while the meta leader settles, that may say "unreachable" for a while.
-                    return (await http.get(f"{api.url}/readyz")).json()["nats"] == "ok"
+                    return bool((await http.get(f"{api.url}/readyz")).json()["nats"] == "ok")
 
                 # The API's user reaches JetStream through a survivor.
                 await eventually(api_reaches_jetstream, timeout=60, what="the API sees JetStream")
